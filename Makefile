@@ -1,0 +1,44 @@
+# Set-up, build, tests and the main job of gn_detection. Every target creates
+# or reuses the virtual environment $(VENV) and builds the extension first, so
+# `make demo` and `make test` work on a fresh machine.
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+SITE := $(VENV)/.deps-installed
+BUILT := $(VENV)/.gn_detection-built
+CSRC := $(shell find gn_detection/layers/csrc -type f) setup.py
+
+# The CUDA toolkit's standard root (torch otherwise guesses it from nvcc's path).
+ifneq ($(wildcard /usr/local/cuda/bin/nvcc),)
+export CUDA_HOME ?= /usr/local/cuda
+endif
+export MAX_JOBS ?= 2
+
+.PHONY: setup build test demo bench clean
+
+setup: $(SITE)
+
+$(SITE): requirements.txt tools/install_detectron2.sh
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade "pip>=24"
+	$(PYTHON) -m pip install --quiet -r requirements.txt
+	PYTHON=$(PYTHON) tools/install_detectron2.sh
+	touch $@
+
+build: $(BUILT)
+
+$(BUILT): $(SITE) $(CSRC)
+	$(PYTHON) -m pip install --no-build-isolation --no-deps -e . 2>&1 | tail -n 3
+	$(PYTHON) -c "import gn_detection.layers as L; print('gn_detection built, CUDA kernels:', L.cuda_compiled())"
+	touch $@
+
+test: build
+	$(PYTHON) -m pytest tests -q
+
+demo: build
+	$(PYTHON) tools/benchmark_gn.py --quick
+
+bench: build
+	$(PYTHON) tools/benchmark_gn.py --json output/benchmark_gn.json
+
+clean:
+	rm -rf build gn_detection/_C*.so $(BUILT)

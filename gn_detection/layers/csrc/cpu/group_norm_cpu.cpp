@@ -1,0 +1,169 @@
+// The ATen side of the CPU GroupNorm op: argument checks, layout, allocation,
+// dtype dispatch and the choice of the kernel build for this processor.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "../group_norm.h"
+#include "group_norm_cpu_kernels.h"
+
+namespace gn_detection {
+namespace {
+
+// The best kernel build this processor runs. GN_CPU_CAPABILITY=baseline|avx2|
+// avx512 caps it (as ATEN_CPU_CAPABILITY does for ATen), e.g. to compare builds.
+const cpu::KernelTable& kernels() {
+  static const cpu::KernelTable& table = []() -> const cpu::KernelTable& {
+    const char* cap = std::getenv("GN_CPU_CAPABILITY");
+    const bool allow_avx512 = cap == nullptr || std::strcmp(cap, "avx512") == 0;
+    const bool allow_avx2 = allow_avx512 || std::strcmp(cap, "avx2") == 0;
+#ifdef GN_X86_DISPATCH
+    __builtin_cpu_init();
+    const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2");
+    const bool has_avx512 = has_avx2 && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vl");
+    if (allow_avx512 && has_avx512) {
+      return cpu::kernels_avx512();
+    }
+    if (allow_avx2 && has_avx2) {
+      return cpu::kernels_avx2();
+    }
+#else
+    (void)allow_avx2;
+#endif
+    return cpu::kernels_baseline();
+  }();
+  return table;
+}
+
+cpu::DtypeCombo dtype_combo(at::ScalarType input, at::ScalarType params) {
+  const bool float_params = params == at::kFloat;
+  switch (input) {
+    case at::kFloat:
+      return cpu::DtypeCombo::kFloat;
+    case at::kDouble:
+      return cpu::DtypeCombo::kDouble;
+    case at::kHalf:
+      return float_params ? cpu::DtypeCombo::kHalfFloatParams : cpu::DtypeCombo::kHalf;
+    case at::kBFloat16:
+      return float_params ? cpu::DtypeCombo::kBFloat16FloatParams : cpu::DtypeCombo::kBFloat16;
+    default:
+      TORCH_CHECK(false, "GroupNorm: unsupported input dtype ", input);
+  }
+}
+
+// The dtype of the affine parameters (and of their gradients): weight's, else
+// bias's, else the input's. The checks guarantee weight and bias agree with
+// the input; mixed float32 parameters must be given for both when both exist.
+at::ScalarType param_type(
+    const at::Tensor& input, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias) {
+  if (weight.has_value() && weight->defined()) {
+    return weight->scalar_type();
+  }
+  if (bias.has_value() && bias->defined()) {
+    return bias->scalar_type();
+  }
+  return input.scalar_type();
+}
+
+const void* data_or_null(const std::optional<at::Tensor>& t, at::Tensor& holder) {
+  if (!t.has_value() || !t->defined()) {
+    return nullptr;
+  }
+  holder = t->contiguous();
+  return holder.const_data_ptr();
+}
+
+void check_cpu(const at::Tensor& input) {
+  TORCH_CHECK(input.device().is_cpu(), "group_norm CPU kernel got a tensor on ", input.device());
+}
+
+void check_param_types_agree(const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias) {
+  if (weight.has_value() && weight->defined() && bias.has_value() && bias->defined()) {
+    TORCH_CHECK_TYPE(
+        weight->scalar_type() == bias->scalar_type(), "weight dtype ", weight->scalar_type(),
+        " and bias dtype ", bias->scalar_type(), " must be equal");
+  }
+}
+
+}  // namespace
+
+TensorTriple group_norm_forward_cpu(
+    const at::Tensor& input, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+    int64_t num_groups, double eps, bool relu) {
+  check_cpu(input);
+  const GroupNormShape shape = check_forward_inputs(input, weight, bias, num_groups, eps);
+  check_param_types_agree(weight, bias);
+  const Layout layout = choose_layout(input);
+  const at::Tensor x = to_layout(input, layout);
+  at::Tensor output = empty_in_layout(input, layout);
+  const auto stats_options = input.options().dtype(accumulation_type(input.scalar_type()));
+  at::Tensor mean = at::empty({shape.N, shape.G}, stats_options);
+  at::Tensor rstd = at::empty({shape.N, shape.G}, stats_options);
+  at::Tensor weight_holder, bias_holder;
+  cpu::ForwardArgs args{
+      x.const_data_ptr(),
+      data_or_null(weight, weight_holder),
+      data_or_null(bias, bias_holder),
+      output.data_ptr(),
+      mean.data_ptr(),
+      rstd.data_ptr(),
+      shape.N,
+      shape.C,
+      shape.HxW,
+      shape.G,
+      eps,
+      relu,
+      layout == Layout::kChannelsLast};
+  const auto combo = dtype_combo(input.scalar_type(), param_type(input, weight, bias));
+  kernels().forward[static_cast<int>(combo)](args);
+  return {output, mean, rstd};
+}
+
+TensorTriple group_norm_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean, const at::Tensor& rstd,
+    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, int64_t num_groups, bool relu) {
+  check_cpu(input);
+  const GroupNormShape shape = check_backward_inputs(grad_output, input, mean, rstd, weight, bias, num_groups);
+  check_param_types_agree(weight, bias);
+  const Layout layout = choose_layout(input);
+  const at::Tensor x = to_layout(input, layout);
+  const at::Tensor dy = to_layout(grad_output, layout);
+  const at::Tensor mean_c = mean.contiguous();
+  const at::Tensor rstd_c = rstd.contiguous();
+  at::Tensor grad_input = empty_in_layout(input, layout);
+  const at::ScalarType ptype = param_type(input, weight, bias);
+  at::Tensor grad_weight = at::empty({shape.C}, input.options().dtype(ptype));
+  at::Tensor grad_bias = at::empty({shape.C}, input.options().dtype(ptype));
+  at::Tensor weight_holder, bias_holder;
+  cpu::BackwardArgs args{
+      dy.const_data_ptr(),
+      x.const_data_ptr(),
+      mean_c.const_data_ptr(),
+      rstd_c.const_data_ptr(),
+      data_or_null(weight, weight_holder),
+      data_or_null(bias, bias_holder),
+      grad_input.data_ptr(),
+      grad_weight.data_ptr(),
+      grad_bias.data_ptr(),
+      shape.N,
+      shape.C,
+      shape.HxW,
+      shape.G,
+      relu,
+      layout == Layout::kChannelsLast};
+  const auto combo = dtype_combo(input.scalar_type(), ptype);
+  kernels().backward[static_cast<int>(combo)](args);
+  return {grad_input, grad_weight, grad_bias};
+}
+
+TORCH_LIBRARY_IMPL(gn_detection, CPU, m) {
+  m.impl("group_norm_forward", &group_norm_forward_cpu);
+  m.impl("group_norm_backward", &group_norm_backward_cpu);
+}
+
+}  // namespace gn_detection

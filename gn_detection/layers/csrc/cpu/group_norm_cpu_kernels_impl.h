@@ -1,0 +1,855 @@
+// CPU kernels of the GroupNorm op. Included by kernels_{baseline,avx2,avx512}.cpp,
+// each of which defines GN_CPU_CAPABILITY (the namespace of its build) and may
+// set a target instruction set before including this file.
+//
+// Vectorization uses GCC vector types of 64 bytes (16 floats or 8 doubles):
+// the compiler maps them to one AVX-512 register, two AVX2 registers or four
+// SSE2 registers, whichever the build targets, from the same source.
+//
+// Statistics: a group (channels-first) or a block of rows (channels-last) is
+// cut into chunks that stay in L1/L2; each chunk's moments come from a
+// corrected two-pass sum over it (math::moments_from_shifted_sums), and chunks
+// are merged pairwise in a tree (MomentsTree), so rounding grows with the log
+// of the number of chunks and an input like 1e4 + randn loses nothing to
+// cancellation.
+//
+// Work is split with at::parallel_for, so the kernels use the threads that
+// torch.set_num_threads sets, like ATen's own ops.
+//
+// Channels-first (memory (N, C, HxW)): one task per (n, g); a group's D*HxW
+// elements are contiguous, so the statistics pass and the normalize pass (and
+// the two backward passes) of a task run back to back on data still in cache.
+//
+// Channels-last (memory (N, HxW, C)): vectorized along C. Samples whose data
+// fits in L2 are one task each (statistics, then normalize, in cache); larger
+// samples are cut into row blocks processed in parallel, with the per-group
+// statistics merged between the two passes.
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "../group_norm_math.h"
+#include "group_norm_cpu_kernels.h"
+
+#ifndef GN_CPU_CAPABILITY
+#error "GN_CPU_CAPABILITY must name the build of the CPU kernels"
+#endif
+
+// Everything below is compiled for GN_CPU_TARGET (headers above are not, so
+// their inline functions stay baseline code in every build).
+#define GN_STRINGIFY(x) #x
+#define GN_PRAGMA(x) _Pragma(GN_STRINGIFY(x))
+#ifdef GN_CPU_TARGET
+#pragma GCC push_options
+GN_PRAGMA(GCC target(GN_CPU_TARGET))
+#endif
+
+namespace gn_detection {
+namespace cpu {
+namespace GN_CPU_CAPABILITY {
+namespace {
+
+using math::Moments;
+
+// ---------------------------------------------------------------------------
+// Vectors and conversions.
+
+template <typename A>
+struct VecTraits;
+template <>
+struct VecTraits<float> {
+  typedef float type __attribute__((vector_size(64)));
+};
+template <>
+struct VecTraits<double> {
+  typedef double type __attribute__((vector_size(64)));
+};
+template <typename A>
+using Vec = typename VecTraits<A>::type;
+template <typename A>
+constexpr int64_t kLanes = 64 / sizeof(A);
+
+typedef uint16_t VecU16 __attribute__((vector_size(32)));
+typedef uint32_t VecU32 __attribute__((vector_size(64)));
+typedef _Float16 VecF16 __attribute__((vector_size(32)));
+
+// Loads and stores of a storage type S as its accumulation type A.
+template <typename S, typename A>
+struct Access {
+  static_assert(sizeof(S) == sizeof(A), "plain access needs S == A");
+  static inline Vec<A> load(const S* p) {
+    Vec<A> v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  }
+  static inline void store(S* p, Vec<A> v) {
+    std::memcpy(p, &v, sizeof(v));
+  }
+  static inline A load1(const S* p) {
+    return *p;
+  }
+  static inline void store1(S* p, A v) {
+    *p = v;
+  }
+};
+
+template <>
+struct Access<c10::BFloat16, float> {
+  static inline Vec<float> load(const c10::BFloat16* p) {
+    VecU16 bits;
+    std::memcpy(&bits, p, sizeof(bits));
+    const VecU32 wide = __builtin_convertvector(bits, VecU32) << 16;
+    Vec<float> v;
+    std::memcpy(&v, &wide, sizeof(v));
+    return v;
+  }
+  // Round to nearest even, NaN to the canonical quiet NaN: bit for bit what
+  // c10::BFloat16's conversion does.
+  static inline void store(c10::BFloat16* p, Vec<float> v) {
+    VecU32 bits;
+    std::memcpy(&bits, &v, sizeof(bits));
+    const VecU32 rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+    const VecU32 nan = VecU32{} + 0x7FC0u;
+    const VecU32 result = (v != v) ? nan : rounded;
+    const VecU16 narrow = __builtin_convertvector(result, VecU16);
+    std::memcpy(p, &narrow, sizeof(narrow));
+  }
+  static inline float load1(const c10::BFloat16* p) {
+    return static_cast<float>(*p);
+  }
+  static inline void store1(c10::BFloat16* p, float v) {
+    *p = c10::BFloat16(v);
+  }
+};
+
+template <>
+struct Access<c10::Half, float> {
+  static inline Vec<float> load(const c10::Half* p) {
+    VecF16 h;
+    std::memcpy(&h, p, sizeof(h));
+    return __builtin_convertvector(h, Vec<float>);
+  }
+  static inline void store(c10::Half* p, Vec<float> v) {
+    const VecF16 h = __builtin_convertvector(v, VecF16);
+    std::memcpy(p, &h, sizeof(h));
+  }
+  static inline float load1(const c10::Half* p) {
+    return static_cast<float>(*p);
+  }
+  static inline void store1(c10::Half* p, float v) {
+    *p = c10::Half(v);
+  }
+};
+
+template <typename A>
+inline A horizontal_sum(Vec<A> v) {
+  // Pairwise over the lanes.
+  A lanes[kLanes<A>];
+  std::memcpy(lanes, &v, sizeof(v));
+  for (int64_t width = kLanes<A> / 2; width > 0; width /= 2) {
+    for (int64_t i = 0; i < width; ++i) {
+      lanes[i] += lanes[i + width];
+    }
+  }
+  return lanes[0];
+}
+
+template <typename A>
+inline Vec<A> broadcast(A value) {
+  return Vec<A>{} + value;
+}
+
+// ---------------------------------------------------------------------------
+// Statistics.
+
+// Pairwise merging of a stream of moments (a binary counter of partial trees).
+template <typename A>
+class MomentsTree {
+ public:
+  void push(Moments<A> m) {
+    int level = 0;
+    while (filled_ & (uint64_t{1} << level)) {
+      m = math::moments_combine(levels_[level], m);
+      filled_ &= ~(uint64_t{1} << level);
+      ++level;
+    }
+    levels_[level] = m;
+    filled_ |= uint64_t{1} << level;
+  }
+
+  Moments<A> result() const {
+    Moments<A> total = math::empty_moments<A>();
+    for (int level = 0; level < 64; ++level) {
+      if (filled_ & (uint64_t{1} << level)) {
+        total = math::moments_combine(levels_[level], total);
+      }
+    }
+    return total;
+  }
+
+ private:
+  Moments<A> levels_[64];
+  uint64_t filled_ = 0;
+};
+
+// Elements per chunk of a contiguous span (16 KiB of float): small enough for
+// the second pass over it to hit L1.
+constexpr int64_t kSpanChunk = 4096;
+
+// Moments of a contiguous span of at most kSpanChunk elements, by the corrected
+// two-pass sum.
+template <typename S, typename A>
+Moments<A> chunk_moments(const S* x, int64_t n) {
+  using Acc = Access<S, A>;
+  constexpr int64_t L = kLanes<A>;
+  Vec<A> s0{}, s1{};
+  int64_t i = 0;
+  for (; i + 2 * L <= n; i += 2 * L) {
+    s0 += Acc::load(x + i);
+    s1 += Acc::load(x + i + L);
+  }
+  for (; i + L <= n; i += L) {
+    s0 += Acc::load(x + i);
+  }
+  A sum = horizontal_sum<A>(s0 + s1);
+  for (; i < n; ++i) {
+    sum += Acc::load1(x + i);
+  }
+  const A shift = sum / static_cast<A>(n);
+  Vec<A> d{}, d2{};
+  i = 0;
+  for (; i + L <= n; i += L) {
+    const Vec<A> dev = Acc::load(x + i) - shift;
+    d += dev;
+    d2 += dev * dev;
+  }
+  A dev = horizontal_sum<A>(d);
+  A dev2 = horizontal_sum<A>(d2);
+  for (; i < n; ++i) {
+    const A v = Acc::load1(x + i) - shift;
+    dev += v;
+    dev2 += v * v;
+  }
+  return math::moments_from_shifted_sums<A>(static_cast<A>(n), shift, dev, dev2);
+}
+
+template <typename S, typename A>
+Moments<A> span_moments(const S* x, int64_t n) {
+  MomentsTree<A> tree;
+  for (int64_t begin = 0; begin < n; begin += kSpanChunk) {
+    tree.push(chunk_moments<S, A>(x + begin, std::min(kSpanChunk, n - begin)));
+  }
+  return tree.result();
+}
+
+// Merges moments[0 .. count) pairwise, in place; returns the total.
+template <typename A>
+Moments<A> combine_pairwise(Moments<A>* moments, int64_t count, int64_t stride) {
+  if (count == 0) {
+    return math::empty_moments<A>();
+  }
+  for (int64_t step = 1; step < count; step *= 2) {
+    for (int64_t i = 0; i + step < count; i += 2 * step) {
+      moments[i * stride] = math::moments_combine(moments[i * stride], moments[(i + step) * stride]);
+    }
+  }
+  return moments[0];
+}
+
+// ---------------------------------------------------------------------------
+// Element loops.
+
+// y = normalize(x) (+ relu) over a contiguous span with one scale and beta.
+template <typename S, typename A, bool kRelu>
+void normalize_span(const S* x, S* y, int64_t n, A mean, A scale, A beta) {
+  using Acc = Access<S, A>;
+  constexpr int64_t L = kLanes<A>;
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    Vec<A> z = math::normalize(Acc::load(x + i), mean, scale, beta);
+    Acc::store(y + i, kRelu ? math::relu(z) : z);
+  }
+  for (; i < n; ++i) {
+    A z = math::normalize(Acc::load1(x + i), mean, scale, beta);
+    Acc::store1(y + i, kRelu ? math::relu(z) : z);
+  }
+}
+
+// Channels-last rows: y[r, c] = normalize(x[r, c]) with per-channel mean,
+// scale and beta (arrays of C).
+template <typename S, typename A, bool kRelu>
+void normalize_rows(const S* x, S* y, int64_t rows, int64_t C, const A* mean, const A* scale, const A* beta) {
+  using Acc = Access<S, A>;
+  constexpr int64_t L = kLanes<A>;
+  for (int64_t r = 0; r < rows; ++r) {
+    const S* xr = x + r * C;
+    S* yr = y + r * C;
+    int64_t c = 0;
+    for (; c + L <= C; c += L) {
+      const Vec<A> z = math::normalize(
+          Acc::load(xr + c), Access<A, A>::load(mean + c), Access<A, A>::load(scale + c), Access<A, A>::load(beta + c));
+      Acc::store(yr + c, kRelu ? math::relu(z) : z);
+    }
+    for (; c < C; ++c) {
+      const A z = math::normalize(Acc::load1(xr + c), mean[c], scale[c], beta[c]);
+      Acc::store1(yr + c, kRelu ? math::relu(z) : z);
+    }
+  }
+}
+
+// The gradient reaching the normalization: dy, or through the fused ReLU.
+template <bool kRelu, typename V, typename T>
+inline V pre_activation_grad(V dy, V x, T mean, T scale, T beta) {
+  return kRelu ? math::relu_grad(dy, math::normalize(x, mean, scale, beta)) : dy;
+}
+
+// Per-channel sums of one channel-first span: sum(dz) and sum(dz * (x - mean)).
+template <typename S, typename A, bool kRelu>
+void span_grad_sums(const S* dy, const S* x, int64_t n, A mean, A scale, A beta, A* sum_dz, A* sum_dzxc) {
+  using Acc = Access<S, A>;
+  constexpr int64_t L = kLanes<A>;
+  Vec<A> s{}, sx{};
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    const Vec<A> xv = Acc::load(x + i);
+    const Vec<A> dz = pre_activation_grad<kRelu>(Acc::load(dy + i), xv, mean, scale, beta);
+    s += dz;
+    sx += dz * (xv - mean);
+  }
+  A total = horizontal_sum<A>(s);
+  A total_x = horizontal_sum<A>(sx);
+  for (; i < n; ++i) {
+    const A xv = Acc::load1(x + i);
+    const A dz = pre_activation_grad<kRelu>(Acc::load1(dy + i), xv, mean, scale, beta);
+    total += dz;
+    total_x += dz * (xv - mean);
+  }
+  *sum_dz = total;
+  *sum_dzxc = total_x;
+}
+
+template <typename S, typename A, bool kRelu>
+void span_input_grad(
+    const S* dy, const S* x, S* dx, int64_t n, A mean, A scale, A beta, A c1, math::InputGradCoefs<A> k) {
+  using Acc = Access<S, A>;
+  constexpr int64_t L = kLanes<A>;
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    const Vec<A> xv = Acc::load(x + i);
+    const Vec<A> dz = pre_activation_grad<kRelu>(Acc::load(dy + i), xv, mean, scale, beta);
+    Acc::store(dx + i, math::input_grad(dz, xv, mean, c1, k));
+  }
+  for (; i < n; ++i) {
+    const A xv = Acc::load1(x + i);
+    const A dz = pre_activation_grad<kRelu>(Acc::load1(dy + i), xv, mean, scale, beta);
+    Acc::store1(dx + i, math::input_grad(dz, xv, mean, c1, k));
+  }
+}
+
+// Channels-last rows: adds per-channel sum(dz) and sum(dz * (x - mean)) into
+// sum_dz[C] and sum_dzxc[C].
+template <typename S, typename A, bool kRelu>
+void rows_grad_sums(
+    const S* dy, const S* x, int64_t rows, int64_t C, const A* mean, const A* scale, const A* beta, A* sum_dz,
+    A* sum_dzxc) {
+  using Acc = Access<S, A>;
+  using Own = Access<A, A>;
+  constexpr int64_t L = kLanes<A>;
+  for (int64_t r = 0; r < rows; ++r) {
+    const S* xr = x + r * C;
+    const S* dyr = dy + r * C;
+    int64_t c = 0;
+    for (; c + L <= C; c += L) {
+      const Vec<A> xv = Acc::load(xr + c);
+      const Vec<A> m = Own::load(mean + c);
+      const Vec<A> dz = pre_activation_grad<kRelu>(Acc::load(dyr + c), xv, m, Own::load(scale + c), Own::load(beta + c));
+      Own::store(sum_dz + c, Own::load(sum_dz + c) + dz);
+      Own::store(sum_dzxc + c, Own::load(sum_dzxc + c) + dz * (xv - m));
+    }
+    for (; c < C; ++c) {
+      const A xv = Acc::load1(xr + c);
+      const A dz = pre_activation_grad<kRelu>(Acc::load1(dyr + c), xv, mean[c], scale[c], beta[c]);
+      sum_dz[c] += dz;
+      sum_dzxc[c] += dz * (xv - mean[c]);
+    }
+  }
+}
+
+// Per-channel coefficients of the channels-last input gradient of one sample.
+template <typename A>
+struct ChannelGradCoefs {
+  const A* mean;
+  const A* scale;
+  const A* beta;
+  const A* c1;
+  const A* a;
+  const A* b;
+};
+
+template <typename S, typename A, bool kRelu>
+void rows_input_grad(const S* dy, const S* x, S* dx, int64_t rows, int64_t C, const ChannelGradCoefs<A>& k) {
+  using Acc = Access<S, A>;
+  using Own = Access<A, A>;
+  constexpr int64_t L = kLanes<A>;
+  for (int64_t r = 0; r < rows; ++r) {
+    const S* xr = x + r * C;
+    const S* dyr = dy + r * C;
+    S* dxr = dx + r * C;
+    int64_t c = 0;
+    for (; c + L <= C; c += L) {
+      const Vec<A> xv = Acc::load(xr + c);
+      const Vec<A> m = Own::load(k.mean + c);
+      const Vec<A> dz =
+          pre_activation_grad<kRelu>(Acc::load(dyr + c), xv, m, Own::load(k.scale + c), Own::load(k.beta + c));
+      const math::InputGradCoefs<Vec<A>> coefs{Own::load(k.a + c), Own::load(k.b + c)};
+      Acc::store(dxr + c, math::input_grad(dz, xv, m, Own::load(k.c1 + c), coefs));
+    }
+    for (; c < C; ++c) {
+      const A xv = Acc::load1(xr + c);
+      const A dz = pre_activation_grad<kRelu>(Acc::load1(dyr + c), xv, k.mean[c], k.scale[c], k.beta[c]);
+      const math::InputGradCoefs<A> coefs{k.a[c], k.b[c]};
+      Acc::store1(dxr + c, math::input_grad(dz, xv, k.mean[c], k.c1[c], coefs));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Shared set-up.
+
+// Affine parameters as accumulation-type arrays of C (1 and 0 when absent).
+template <typename P, typename A>
+struct AffineParams {
+  std::vector<A> gamma;
+  std::vector<A> beta;
+  AffineParams(const void* gamma_ptr, const void* beta_ptr, int64_t C) : gamma(C, A(1)), beta(C, A(0)) {
+    const P* g = static_cast<const P*>(gamma_ptr);
+    const P* b = static_cast<const P*>(beta_ptr);
+    for (int64_t c = 0; c < C; ++c) {
+      if (g != nullptr) {
+        gamma[c] = static_cast<A>(g[c]);
+      }
+      if (b != nullptr) {
+        beta[c] = static_cast<A>(b[c]);
+      }
+    }
+  }
+};
+
+// Tasks per parallel chunk so that each thread gets at least ~32K elements.
+inline int64_t grain_for(int64_t elements_per_task) {
+  constexpr int64_t kMinElementsPerChunk = 32768;
+  return std::max<int64_t>(1, kMinElementsPerChunk / std::max<int64_t>(1, elements_per_task));
+}
+
+// Channels-last samples up to this many elements are one task each.
+constexpr int64_t kSampleInCache = 262144;
+// Elements of a channels-last row block (128 KiB of float, L2-resident).
+constexpr int64_t kRowBlockElements = 32768;
+
+inline int64_t rows_per_block(int64_t C) {
+  return std::max<int64_t>(1, kRowBlockElements / std::max<int64_t>(1, C));
+}
+
+inline bool one_task_per_sample(int64_t N, int64_t sample_elements) {
+  return sample_elements <= kSampleInCache && N >= at::get_num_threads();
+}
+
+// ---------------------------------------------------------------------------
+// Forward.
+
+template <typename S, typename P, typename A, bool kRelu>
+void forward_channels_first(const ForwardArgs& args, const AffineParams<P, A>& params) {
+  const S* X = static_cast<const S*>(args.x);
+  S* Y = static_cast<S*>(args.y);
+  A* mean_out = static_cast<A*>(args.mean);
+  A* rstd_out = static_cast<A*>(args.rstd);
+  const int64_t G = args.G;
+  const int64_t D = args.C / G;
+  const int64_t group_size = D * args.HxW;
+  const A eps = static_cast<A>(args.eps);
+  at::parallel_for(0, args.N * G, grain_for(group_size), [&](int64_t begin, int64_t end) {
+    for (int64_t ng = begin; ng < end; ++ng) {
+      const S* x = X + ng * group_size;
+      S* y = Y + ng * group_size;
+      const Moments<A> m = span_moments<S, A>(x, group_size);
+      const A mean = math::mean_from_moments(m);
+      const A rstd = math::rstd_from_moments(m, eps);
+      mean_out[ng] = mean;
+      rstd_out[ng] = rstd;
+      const int64_t c0 = (ng % G) * D;
+      for (int64_t d = 0; d < D; ++d) {
+        const A scale = math::channel_scale(rstd, params.gamma[c0 + d]);
+        normalize_span<S, A, kRelu>(x + d * args.HxW, y + d * args.HxW, args.HxW, mean, scale, params.beta[c0 + d]);
+      }
+    }
+  });
+}
+
+// Per-group moments of a block of channels-last rows, written to out[0 .. G).
+// `scratch` holds 3 * C accumulators.
+template <typename S, typename A>
+void block_group_moments(const S* x, int64_t rows, int64_t C, int64_t G, A* scratch, Moments<A>* out) {
+  using Acc = Access<S, A>;
+  using Own = Access<A, A>;
+  constexpr int64_t L = kLanes<A>;
+  A* shift = scratch;
+  A* dev = scratch + C;
+  A* dev2 = scratch + 2 * C;
+  std::fill(scratch, scratch + 3 * C, A(0));
+  // First pass: per-channel sums give the shifts.
+  for (int64_t r = 0; r < rows; ++r) {
+    const S* xr = x + r * C;
+    int64_t c = 0;
+    for (; c + L <= C; c += L) {
+      Own::store(shift + c, Own::load(shift + c) + Acc::load(xr + c));
+    }
+    for (; c < C; ++c) {
+      shift[c] += Acc::load1(xr + c);
+    }
+  }
+  const A inv_rows = A(1) / static_cast<A>(rows);
+  for (int64_t c = 0; c < C; ++c) {
+    shift[c] *= inv_rows;
+  }
+  // Second pass: deviations from the shifts.
+  for (int64_t r = 0; r < rows; ++r) {
+    const S* xr = x + r * C;
+    int64_t c = 0;
+    for (; c + L <= C; c += L) {
+      const Vec<A> v = Acc::load(xr + c) - Own::load(shift + c);
+      Own::store(dev + c, Own::load(dev + c) + v);
+      Own::store(dev2 + c, Own::load(dev2 + c) + v * v);
+    }
+    for (; c < C; ++c) {
+      const A v = Acc::load1(xr + c) - shift[c];
+      dev[c] += v;
+      dev2[c] += v * v;
+    }
+  }
+  const int64_t D = C / G;
+  std::vector<Moments<A>> channel(D);
+  for (int64_t g = 0; g < G; ++g) {
+    for (int64_t d = 0; d < D; ++d) {
+      const int64_t c = g * D + d;
+      channel[d] = math::moments_from_shifted_sums<A>(static_cast<A>(rows), shift[c], dev[c], dev2[c]);
+    }
+    out[g] = combine_pairwise(channel.data(), D, 1);
+  }
+}
+
+// Per-channel mean, scale and beta of sample n from its group statistics.
+template <typename P, typename A>
+void channel_affine(
+    const AffineParams<P, A>& params, const A* mean, const A* rstd, int64_t C, int64_t G, A* mean_c, A* scale_c) {
+  const int64_t D = C / G;
+  for (int64_t c = 0; c < C; ++c) {
+    mean_c[c] = mean[c / D];
+    scale_c[c] = math::channel_scale(rstd[c / D], params.gamma[c]);
+  }
+}
+
+template <typename S, typename P, typename A, bool kRelu>
+void forward_channels_last(const ForwardArgs& args, const AffineParams<P, A>& params) {
+  const S* X = static_cast<const S*>(args.x);
+  S* Y = static_cast<S*>(args.y);
+  A* mean_out = static_cast<A*>(args.mean);
+  A* rstd_out = static_cast<A*>(args.rstd);
+  const int64_t N = args.N, C = args.C, G = args.G, HxW = args.HxW;
+  const A eps = static_cast<A>(args.eps);
+  const int64_t rows = rows_per_block(C);
+  const int64_t blocks = (HxW + rows - 1) / rows;
+  const int64_t sample = HxW * C;
+
+  auto block_rows = [&](int64_t b) { return std::min(rows, HxW - b * rows); };
+  // Statistics of sample n from the moments of its blocks ([blocks][G]).
+  auto finish_stats = [&](int64_t n, Moments<A>* block_moments, A* mean_c, A* scale_c) {
+    for (int64_t g = 0; g < G; ++g) {
+      const Moments<A> m = combine_pairwise(block_moments + g, blocks, G);
+      mean_out[n * G + g] = math::mean_from_moments(m);
+      rstd_out[n * G + g] = math::rstd_from_moments(m, eps);
+    }
+    channel_affine(params, mean_out + n * G, rstd_out + n * G, C, G, mean_c, scale_c);
+  };
+
+  if (one_task_per_sample(N, sample)) {
+    at::parallel_for(0, N, grain_for(sample), [&](int64_t begin, int64_t end) {
+      std::vector<A> scratch(3 * C);
+      std::vector<Moments<A>> moments(blocks * G);
+      std::vector<A> mean_c(C), scale_c(C);
+      for (int64_t n = begin; n < end; ++n) {
+        for (int64_t b = 0; b < blocks; ++b) {
+          block_group_moments<S, A>(X + n * sample + b * rows * C, block_rows(b), C, G, scratch.data(), &moments[b * G]);
+        }
+        finish_stats(n, moments.data(), mean_c.data(), scale_c.data());
+        normalize_rows<S, A, kRelu>(
+            X + n * sample, Y + n * sample, HxW, C, mean_c.data(), scale_c.data(), params.beta.data());
+      }
+    });
+    return;
+  }
+
+  std::vector<Moments<A>> moments(N * blocks * G);
+  at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<A> scratch(3 * C);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / blocks, b = task % blocks;
+      block_group_moments<S, A>(X + n * sample + b * rows * C, block_rows(b), C, G, scratch.data(), &moments[task * G]);
+    }
+  });
+  std::vector<A> mean_c(N * C), scale_c(N * C);
+  for (int64_t n = 0; n < N; ++n) {
+    finish_stats(n, &moments[n * blocks * G], &mean_c[n * C], &scale_c[n * C]);
+  }
+  at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / blocks, b = task % blocks;
+      const int64_t offset = n * sample + b * rows * C;
+      normalize_rows<S, A, kRelu>(
+          X + offset, Y + offset, block_rows(b), C, &mean_c[n * C], &scale_c[n * C], params.beta.data());
+    }
+  });
+}
+
+template <typename S, typename P, typename A>
+void forward(const ForwardArgs& args) {
+  if (args.N * args.C * args.HxW == 0) {
+    std::fill_n(static_cast<A*>(args.mean), args.N * args.G, math::mean_from_moments(math::empty_moments<A>()));
+    std::fill_n(static_cast<A*>(args.rstd), args.N * args.G, math::rstd_from_moments(math::empty_moments<A>(), A(0)));
+    return;
+  }
+  const AffineParams<P, A> params(args.gamma, args.beta, args.C);
+  // (N, C) inputs have HxW = 1: the channels-last loops vectorize along C.
+  const bool channels_last = args.channels_last || args.HxW == 1;
+  if (channels_last) {
+    args.relu ? forward_channels_last<S, P, A, true>(args, params) : forward_channels_last<S, P, A, false>(args, params);
+  } else {
+    args.relu ? forward_channels_first<S, P, A, true>(args, params)
+              : forward_channels_first<S, P, A, false>(args, params);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Backward.
+
+// Writes dgamma/dbeta from the per-(n, c) sums.
+template <typename P, typename A>
+void weight_grads(const BackwardArgs& args, const A* sum_dz, const A* sum_dzxc) {
+  const A* rstd = static_cast<const A*>(args.rstd);
+  P* dgamma = static_cast<P*>(args.dgamma);
+  P* dbeta = static_cast<P*>(args.dbeta);
+  const int64_t N = args.N, C = args.C, G = args.G, D = C / G;
+  at::parallel_for(0, C, grain_for(N), [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      A dg = 0, db = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        dg += math::weight_grad_term(sum_dzxc[n * C + c], rstd[n * G + c / D]);
+        db += sum_dz[n * C + c];
+      }
+      dgamma[c] = static_cast<P>(dg);
+      dbeta[c] = static_cast<P>(db);
+    }
+  });
+}
+
+// Input-gradient coefficients of group (n, g) from its channels' sums.
+template <typename P, typename A>
+math::InputGradCoefs<A> group_coefs(
+    const AffineParams<P, A>& params, const A* sum_dz, const A* sum_dzxc, int64_t c0, int64_t D, A rstd, A count) {
+  A g_dz = 0, g_dzxc = 0;
+  for (int64_t d = 0; d < D; ++d) {
+    g_dz += params.gamma[c0 + d] * sum_dz[d];
+    g_dzxc += params.gamma[c0 + d] * sum_dzxc[d];
+  }
+  return math::input_grad_coefs(g_dz, g_dzxc, rstd, count);
+}
+
+template <typename S, typename P, typename A, bool kRelu>
+void backward_channels_first(const BackwardArgs& args, const AffineParams<P, A>& params, A* sum_dz, A* sum_dzxc) {
+  const S* DY = static_cast<const S*>(args.dy);
+  const S* X = static_cast<const S*>(args.x);
+  S* DX = static_cast<S*>(args.dx);
+  const A* mean = static_cast<const A*>(args.mean);
+  const A* rstd = static_cast<const A*>(args.rstd);
+  const int64_t C = args.C, G = args.G, HxW = args.HxW, D = C / G;
+  const int64_t group_size = D * HxW;
+  at::parallel_for(0, args.N * G, grain_for(group_size), [&](int64_t begin, int64_t end) {
+    for (int64_t ng = begin; ng < end; ++ng) {
+      const int64_t n = ng / G, c0 = (ng % G) * D;
+      const int64_t offset = ng * group_size;
+      const A m = mean[ng], r = rstd[ng];
+      A* s = sum_dz + n * C + c0;
+      A* sx = sum_dzxc + n * C + c0;
+      for (int64_t d = 0; d < D; ++d) {
+        const A scale = math::channel_scale(r, params.gamma[c0 + d]);
+        span_grad_sums<S, A, kRelu>(
+            DY + offset + d * HxW, X + offset + d * HxW, HxW, m, scale, params.beta[c0 + d], s + d, sx + d);
+      }
+      const auto k = group_coefs(params, s, sx, c0, D, r, static_cast<A>(group_size));
+      for (int64_t d = 0; d < D; ++d) {
+        const A scale = math::channel_scale(r, params.gamma[c0 + d]);
+        const int64_t o = offset + d * HxW;
+        span_input_grad<S, A, kRelu>(DY + o, X + o, DX + o, HxW, m, scale, params.beta[c0 + d], scale, k);
+      }
+    }
+  });
+}
+
+// Per-channel gradient coefficients of sample n, into coefs arrays of C.
+template <typename P, typename A>
+void channel_grad_coefs(
+    const AffineParams<P, A>& params, const A* sum_dz, const A* sum_dzxc, const A* mean, const A* rstd, int64_t C,
+    int64_t G, A count, A* mean_c, A* scale_c, A* a_c, A* b_c) {
+  const int64_t D = C / G;
+  for (int64_t g = 0; g < G; ++g) {
+    const int64_t c0 = g * D;
+    const auto k = group_coefs(params, sum_dz + c0, sum_dzxc + c0, c0, D, rstd[g], count);
+    for (int64_t c = c0; c < c0 + D; ++c) {
+      mean_c[c] = mean[g];
+      scale_c[c] = math::channel_scale(rstd[g], params.gamma[c]);
+      a_c[c] = k.a;
+      b_c[c] = k.b;
+    }
+  }
+}
+
+template <typename S, typename P, typename A, bool kRelu>
+void backward_channels_last(const BackwardArgs& args, const AffineParams<P, A>& params, A* sum_dz, A* sum_dzxc) {
+  const S* DY = static_cast<const S*>(args.dy);
+  const S* X = static_cast<const S*>(args.x);
+  S* DX = static_cast<S*>(args.dx);
+  const A* mean = static_cast<const A*>(args.mean);
+  const A* rstd = static_cast<const A*>(args.rstd);
+  const int64_t N = args.N, C = args.C, G = args.G, HxW = args.HxW;
+  const int64_t sample = HxW * C;
+  const A count = static_cast<A>(HxW * (C / G));
+  const A* beta = params.beta.data();
+
+  // Per-sample coefficient arrays: mean, scale, a, b (c1 = scale).
+  auto coefs_of = [&](int64_t n, A* k) {
+    A* mean_c = k;
+    A* scale_c = k + C;
+    channel_grad_coefs(
+        params, sum_dz + n * C, sum_dzxc + n * C, mean + n * G, rstd + n * G, C, G, count, mean_c, scale_c, k + 2 * C,
+        k + 3 * C);
+    return ChannelGradCoefs<A>{mean_c, scale_c, beta, scale_c, k + 2 * C, k + 3 * C};
+  };
+  auto mean_scale_of = [&](int64_t n, A* mean_c, A* scale_c) {
+    channel_affine(params, mean + n * G, rstd + n * G, C, G, mean_c, scale_c);
+  };
+
+  if (one_task_per_sample(N, sample)) {
+    at::parallel_for(0, N, grain_for(sample), [&](int64_t begin, int64_t end) {
+      std::vector<A> k(4 * C);
+      for (int64_t n = begin; n < end; ++n) {
+        mean_scale_of(n, k.data(), k.data() + C);
+        std::fill_n(sum_dz + n * C, C, A(0));
+        std::fill_n(sum_dzxc + n * C, C, A(0));
+        rows_grad_sums<S, A, kRelu>(
+            DY + n * sample, X + n * sample, HxW, C, k.data(), k.data() + C, beta, sum_dz + n * C, sum_dzxc + n * C);
+        const auto coefs = coefs_of(n, k.data());
+        rows_input_grad<S, A, kRelu>(DY + n * sample, X + n * sample, DX + n * sample, HxW, C, coefs);
+      }
+    });
+    return;
+  }
+
+  const int64_t rows = rows_per_block(C);
+  const int64_t blocks = (HxW + rows - 1) / rows;
+  auto block_rows = [&](int64_t b) { return std::min(rows, HxW - b * rows); };
+  std::vector<A> mean_scale(N * 2 * C);
+  for (int64_t n = 0; n < N; ++n) {
+    mean_scale_of(n, &mean_scale[n * 2 * C], &mean_scale[n * 2 * C + C]);
+  }
+  // Partial sums per block: [N * blocks][2][C].
+  std::vector<A> partial(N * blocks * 2 * C, A(0));
+  at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / blocks, b = task % blocks;
+      const int64_t offset = n * sample + b * rows * C;
+      A* p = &partial[task * 2 * C];
+      rows_grad_sums<S, A, kRelu>(
+          DY + offset, X + offset, block_rows(b), C, &mean_scale[n * 2 * C], &mean_scale[n * 2 * C + C], beta, p,
+          p + C);
+    }
+  });
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t c = 0; c < C; ++c) {
+      A s = 0, sx = 0;
+      for (int64_t b = 0; b < blocks; ++b) {
+        s += partial[((n * blocks + b) * 2) * C + c];
+        sx += partial[((n * blocks + b) * 2 + 1) * C + c];
+      }
+      sum_dz[n * C + c] = s;
+      sum_dzxc[n * C + c] = sx;
+    }
+  }
+  std::vector<A> k(N * 4 * C);
+  std::vector<ChannelGradCoefs<A>> coefs;
+  for (int64_t n = 0; n < N; ++n) {
+    coefs.push_back(coefs_of(n, &k[n * 4 * C]));
+  }
+  at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / blocks, b = task % blocks;
+      const int64_t offset = n * sample + b * rows * C;
+      rows_input_grad<S, A, kRelu>(DY + offset, X + offset, DX + offset, block_rows(b), C, coefs[n]);
+    }
+  });
+}
+
+template <typename S, typename P, typename A>
+void backward(const BackwardArgs& args) {
+  const int64_t N = args.N, C = args.C;
+  std::vector<A> sum_dz(N * C, A(0)), sum_dzxc(N * C, A(0));
+  if (N * C * args.HxW > 0) {
+    const AffineParams<P, A> params(args.gamma, args.beta, C);
+    const bool channels_last = args.channels_last || args.HxW == 1;
+    if (channels_last) {
+      args.relu ? backward_channels_last<S, P, A, true>(args, params, sum_dz.data(), sum_dzxc.data())
+                : backward_channels_last<S, P, A, false>(args, params, sum_dz.data(), sum_dzxc.data());
+    } else {
+      args.relu ? backward_channels_first<S, P, A, true>(args, params, sum_dz.data(), sum_dzxc.data())
+                : backward_channels_first<S, P, A, false>(args, params, sum_dz.data(), sum_dzxc.data());
+    }
+  }
+  weight_grads<P, A>(args, sum_dz.data(), sum_dzxc.data());
+}
+
+}  // namespace
+
+const KernelTable& table() {
+  static const KernelTable kTable = {
+      {
+          &forward<float, float, float>,
+          &forward<double, double, double>,
+          &forward<c10::Half, c10::Half, float>,
+          &forward<c10::Half, float, float>,
+          &forward<c10::BFloat16, c10::BFloat16, float>,
+          &forward<c10::BFloat16, float, float>,
+      },
+      {
+          &backward<float, float, float>,
+          &backward<double, double, double>,
+          &backward<c10::Half, c10::Half, float>,
+          &backward<c10::Half, float, float>,
+          &backward<c10::BFloat16, c10::BFloat16, float>,
+          &backward<c10::BFloat16, float, float>,
+      },
+  };
+  return kTable;
+}
+
+}  // namespace GN_CPU_CAPABILITY
+}  // namespace cpu
+}  // namespace gn_detection
+
+#ifdef GN_CPU_TARGET
+#pragma GCC pop_options
+#endif
