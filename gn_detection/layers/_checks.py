@@ -33,6 +33,10 @@ def check_group_norm_args(input, weight, bias, num_groups) -> None:
         channels % num_groups == 0,
         lambda: f"num_channels C={channels} must be divisible by num_groups={num_groups} (input shape {shape})",
     )
+    if weight is not None and bias is not None:
+        torch._check_type(
+            weight.dtype == bias.dtype, lambda: f"weight dtype {weight.dtype} and bias dtype {bias.dtype} must be equal"
+        )
     for name, param in (("weight", weight), ("bias", bias)):
         if param is None:
             continue

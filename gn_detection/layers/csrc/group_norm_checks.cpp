@@ -99,6 +99,11 @@ GroupNormShape check_forward_inputs(
   TORCH_CHECK_VALUE(eps >= 0, "eps must be non-negative, got ", eps);
   check_param(weight, "weight", input);
   check_param(bias, "bias", input);
+  if (weight.has_value() && weight->defined() && bias.has_value() && bias->defined()) {
+    TORCH_CHECK_TYPE(
+        weight->scalar_type() == bias->scalar_type(), "weight dtype ", weight->scalar_type(),
+        " and bias dtype ", bias->scalar_type(), " must be equal");
+  }
   int64_t HxW = 1;
   for (int64_t d = 2; d < input.dim(); ++d) {
     HxW *= input.size(d);

@@ -57,8 +57,7 @@ cpu::DtypeCombo dtype_combo(at::ScalarType input, at::ScalarType params) {
 }
 
 // The dtype of the affine parameters (and of their gradients): weight's, else
-// bias's, else the input's. The checks guarantee weight and bias agree with
-// the input; mixed float32 parameters must be given for both when both exist.
+// bias's, else the input's (the checks make weight's and bias's equal).
 at::ScalarType param_type(
     const at::Tensor& input, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias) {
   if (weight.has_value() && weight->defined()) {
@@ -82,14 +81,6 @@ void check_cpu(const at::Tensor& input) {
   TORCH_CHECK(input.device().is_cpu(), "group_norm CPU kernel got a tensor on ", input.device());
 }
 
-void check_param_types_agree(const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias) {
-  if (weight.has_value() && weight->defined() && bias.has_value() && bias->defined()) {
-    TORCH_CHECK_TYPE(
-        weight->scalar_type() == bias->scalar_type(), "weight dtype ", weight->scalar_type(),
-        " and bias dtype ", bias->scalar_type(), " must be equal");
-  }
-}
-
 }  // namespace
 
 TensorTriple group_norm_forward_cpu(
@@ -97,7 +88,6 @@ TensorTriple group_norm_forward_cpu(
     int64_t num_groups, double eps, bool relu) {
   check_cpu(input);
   const GroupNormShape shape = check_forward_inputs(input, weight, bias, num_groups, eps);
-  check_param_types_agree(weight, bias);
   const Layout layout = choose_layout(input);
   const at::Tensor x = to_layout(input, layout);
   at::Tensor output = empty_in_layout(input, layout);
@@ -129,7 +119,6 @@ TensorTriple group_norm_backward_cpu(
     const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias, int64_t num_groups, bool relu) {
   check_cpu(input);
   const GroupNormShape shape = check_backward_inputs(grad_output, input, mean, rstd, weight, bias, num_groups);
-  check_param_types_agree(weight, bias);
   const Layout layout = choose_layout(input);
   const at::Tensor x = to_layout(input, layout);
   const at::Tensor dy = to_layout(grad_output, layout);
@@ -158,7 +147,13 @@ TensorTriple group_norm_backward_cpu(
       layout == Layout::kChannelsLast};
   const auto combo = dtype_combo(input.scalar_type(), ptype);
   kernels().backward[static_cast<int>(combo)](args);
-  return {grad_input, grad_weight, grad_bias};
+  // Each parameter's gradient in that parameter's dtype (the input's when absent).
+  const bool has_weight = weight.has_value() && weight->defined();
+  const bool has_bias = bias.has_value() && bias->defined();
+  return {
+      grad_input,
+      grad_weight.to(has_weight ? weight->scalar_type() : input.scalar_type()),
+      grad_bias.to(has_bias ? bias->scalar_type() : input.scalar_type())};
 }
 
 TORCH_LIBRARY_IMPL(gn_detection, CPU, m) {

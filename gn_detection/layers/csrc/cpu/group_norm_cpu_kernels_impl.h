@@ -148,22 +148,33 @@ struct Access<c10::Half, float> {
   }
 };
 
-template <typename A>
-inline A horizontal_sum(Vec<A> v) {
-  // Pairwise over the lanes.
-  A lanes[kLanes<A>];
-  std::memcpy(lanes, &v, sizeof(v));
-  for (int64_t width = kLanes<A> / 2; width > 0; width /= 2) {
-    for (int64_t i = 0; i < width; ++i) {
-      lanes[i] += lanes[i + width];
-    }
-  }
-  return lanes[0];
+// Sum of the lanes, by halving the vector (register shuffles only, so the
+// accumulators of the loops that call it stay in registers).
+inline float horizontal_sum(Vec<float> v) {
+  typedef float F8 __attribute__((vector_size(32)));
+  typedef float F4 __attribute__((vector_size(16)));
+  const F8 h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+      __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  const F4 q = __builtin_shufflevector(h, h, 0, 1, 2, 3) + __builtin_shufflevector(h, h, 4, 5, 6, 7);
+  return (q[0] + q[2]) + (q[1] + q[3]);
 }
 
+inline double horizontal_sum(Vec<double> v) {
+  typedef double D4 __attribute__((vector_size(32)));
+  typedef double D2 __attribute__((vector_size(16)));
+  const D4 h = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+  const D2 q = __builtin_shufflevector(h, h, 0, 1) + __builtin_shufflevector(h, h, 2, 3);
+  return q[0] + q[1];
+}
+
+// {0, 1, 2, ...} as a vector.
 template <typename A>
-inline Vec<A> broadcast(A value) {
-  return Vec<A>{} + value;
+inline Vec<A> lane_index() {
+  Vec<A> v;
+  for (int64_t i = 0; i < kLanes<A>; ++i) {
+    v[i] = static_cast<A>(i);
+  }
+  return v;
 }
 
 // ---------------------------------------------------------------------------
@@ -203,50 +214,66 @@ class MomentsTree {
 // the second pass over it to hit L1.
 constexpr int64_t kSpanChunk = 4096;
 
-// Moments of a contiguous span of at most kSpanChunk elements, by the corrected
-// two-pass sum.
+// Moments of x - ref over a contiguous span of at most kSpanChunk elements, by
+// the corrected two-pass sum.
 template <typename S, typename A>
-Moments<A> chunk_moments(const S* x, int64_t n) {
+Moments<A> chunk_moments(const S* x, int64_t n, A ref) {
   using Acc = Access<S, A>;
   constexpr int64_t L = kLanes<A>;
   Vec<A> s0{}, s1{};
   int64_t i = 0;
   for (; i + 2 * L <= n; i += 2 * L) {
-    s0 += Acc::load(x + i);
-    s1 += Acc::load(x + i + L);
+    s0 += Acc::load(x + i) - ref;
+    s1 += Acc::load(x + i + L) - ref;
   }
   for (; i + L <= n; i += L) {
-    s0 += Acc::load(x + i);
+    s0 += Acc::load(x + i) - ref;
   }
-  A sum = horizontal_sum<A>(s0 + s1);
+  A sum = horizontal_sum(s0 + s1);
   for (; i < n; ++i) {
-    sum += Acc::load1(x + i);
+    sum += Acc::load1(x + i) - ref;
   }
   const A shift = sum / static_cast<A>(n);
-  Vec<A> d{}, d2{};
+  // Two accumulator pairs: the adds of one iteration do not wait on the last.
+  Vec<A> d0{}, d1{}, q0{}, q1{};
   i = 0;
-  for (; i + L <= n; i += L) {
-    const Vec<A> dev = Acc::load(x + i) - shift;
-    d += dev;
-    d2 += dev * dev;
+  for (; i + 2 * L <= n; i += 2 * L) {
+    const Vec<A> v0 = (Acc::load(x + i) - ref) - shift;
+    const Vec<A> v1 = (Acc::load(x + i + L) - ref) - shift;
+    d0 += v0;
+    d1 += v1;
+    q0 += v0 * v0;
+    q1 += v1 * v1;
   }
-  A dev = horizontal_sum<A>(d);
-  A dev2 = horizontal_sum<A>(d2);
+  for (; i + L <= n; i += L) {
+    const Vec<A> v0 = (Acc::load(x + i) - ref) - shift;
+    d0 += v0;
+    q0 += v0 * v0;
+  }
+  A dev = horizontal_sum(d0 + d1);
+  A dev2 = horizontal_sum(q0 + q1);
   for (; i < n; ++i) {
-    const A v = Acc::load1(x + i) - shift;
+    const A v = (Acc::load1(x + i) - ref) - shift;
     dev += v;
     dev2 += v * v;
   }
   return math::moments_from_shifted_sums<A>(static_cast<A>(n), shift, dev, dev2);
 }
 
+// Moments of a contiguous span of n > 0 elements. They are gathered relative
+// to the span's first element, so the chunk means merged in the tree are
+// deviations (small numbers) whose rounding scales with the spread of the data,
+// not its offset; the offset is added back once at the end.
 template <typename S, typename A>
 Moments<A> span_moments(const S* x, int64_t n) {
+  const A ref = Access<S, A>::load1(x);
   MomentsTree<A> tree;
   for (int64_t begin = 0; begin < n; begin += kSpanChunk) {
-    tree.push(chunk_moments<S, A>(x + begin, std::min(kSpanChunk, n - begin)));
+    tree.push(chunk_moments<S, A>(x + begin, std::min(kSpanChunk, n - begin), ref));
   }
-  return tree.result();
+  Moments<A> m = tree.result();
+  m.mean += ref;
+  return m;
 }
 
 // Merges moments[0 .. count) pairwise, in place; returns the total.
@@ -271,10 +298,19 @@ template <typename S, typename A, bool kRelu>
 void normalize_span(const S* x, S* y, int64_t n, A mean, A scale, A beta) {
   using Acc = Access<S, A>;
   constexpr int64_t L = kLanes<A>;
+  auto step = [&](int64_t i) {
+    const Vec<A> z = math::normalize(Acc::load(x + i), mean, scale, beta);
+    Acc::store(y + i, kRelu ? math::relu(z) : z);
+  };
   int64_t i = 0;
   for (; i + L <= n; i += L) {
-    Vec<A> z = math::normalize(Acc::load(x + i), mean, scale, beta);
-    Acc::store(y + i, kRelu ? math::relu(z) : z);
+    step(i);
+  }
+  // A short tail is redone as the span's last full vector, overlapping the
+  // previous one (same values rewritten; y never aliases x).
+  if (i < n && n >= L) {
+    step(n - L);
+    return;
   }
   for (; i < n; ++i) {
     A z = math::normalize(Acc::load1(x + i), mean, scale, beta);
@@ -315,16 +351,36 @@ template <typename S, typename A, bool kRelu>
 void span_grad_sums(const S* dy, const S* x, int64_t n, A mean, A scale, A beta, A* sum_dz, A* sum_dzxc) {
   using Acc = Access<S, A>;
   constexpr int64_t L = kLanes<A>;
-  Vec<A> s{}, sx{};
+  Vec<A> s0{}, s1{}, sx0{}, sx1{};
   int64_t i = 0;
+  for (; i + 2 * L <= n; i += 2 * L) {
+    const Vec<A> x0 = Acc::load(x + i);
+    const Vec<A> x1 = Acc::load(x + i + L);
+    const Vec<A> dz0 = pre_activation_grad<kRelu>(Acc::load(dy + i), x0, mean, scale, beta);
+    const Vec<A> dz1 = pre_activation_grad<kRelu>(Acc::load(dy + i + L), x1, mean, scale, beta);
+    s0 += dz0;
+    s1 += dz1;
+    sx0 += dz0 * (x0 - mean);
+    sx1 += dz1 * (x1 - mean);
+  }
   for (; i + L <= n; i += L) {
     const Vec<A> xv = Acc::load(x + i);
     const Vec<A> dz = pre_activation_grad<kRelu>(Acc::load(dy + i), xv, mean, scale, beta);
-    s += dz;
-    sx += dz * (xv - mean);
+    s0 += dz;
+    sx0 += dz * (xv - mean);
   }
-  A total = horizontal_sum<A>(s);
-  A total_x = horizontal_sum<A>(sx);
+  // A short tail as the span's last full vector, its lanes already counted
+  // masked to zero.
+  if (i < n && n >= L) {
+    const Vec<A> xv = Acc::load(x + n - L);
+    const Vec<A> dz = pre_activation_grad<kRelu>(Acc::load(dy + n - L), xv, mean, scale, beta);
+    const auto fresh = lane_index<A>() >= static_cast<A>(L - (n - i));
+    s1 += fresh ? dz : Vec<A>{};
+    sx1 += fresh ? dz * (xv - mean) : Vec<A>{};
+    i = n;
+  }
+  A total = horizontal_sum(s0 + s1);
+  A total_x = horizontal_sum(sx0 + sx1);
   for (; i < n; ++i) {
     const A xv = Acc::load1(x + i);
     const A dz = pre_activation_grad<kRelu>(Acc::load1(dy + i), xv, mean, scale, beta);
@@ -340,11 +396,18 @@ void span_input_grad(
     const S* dy, const S* x, S* dx, int64_t n, A mean, A scale, A beta, A c1, math::InputGradCoefs<A> k) {
   using Acc = Access<S, A>;
   constexpr int64_t L = kLanes<A>;
-  int64_t i = 0;
-  for (; i + L <= n; i += L) {
+  auto step = [&](int64_t i) {
     const Vec<A> xv = Acc::load(x + i);
     const Vec<A> dz = pre_activation_grad<kRelu>(Acc::load(dy + i), xv, mean, scale, beta);
     Acc::store(dx + i, math::input_grad(dz, xv, mean, c1, k));
+  };
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    step(i);
+  }
+  if (i < n && n >= L) {  // overlapping last vector, as in normalize_span
+    step(n - L);
+    return;
   }
   for (; i < n; ++i) {
     const A xv = Acc::load1(x + i);
@@ -451,10 +514,10 @@ inline int64_t grain_for(int64_t elements_per_task) {
 // Channels-last samples up to this many elements are one task each.
 constexpr int64_t kSampleInCache = 262144;
 // Elements of a channels-last row block (128 KiB of float, L2-resident).
-constexpr int64_t kRowBlockElements = 32768;
+constexpr int64_t kRowBlockElements = 32768;  // and at most 1024 rows (see block_group_moments)
 
 inline int64_t rows_per_block(int64_t C) {
-  return std::max<int64_t>(1, kRowBlockElements / std::max<int64_t>(1, C));
+  return std::clamp<int64_t>(kRowBlockElements / std::max<int64_t>(1, C), 1, 1024);
 }
 
 inline bool one_task_per_sample(int64_t N, int64_t sample_elements) {
@@ -492,43 +555,38 @@ void forward_channels_first(const ForwardArgs& args, const AffineParams<P, A>& p
   });
 }
 
-// Per-group moments of a block of channels-last rows, written to out[0 .. G).
-// `scratch` holds 3 * C accumulators.
+// Per-group moments of x - ref over a block of channels-last rows, written to
+// out[0 .. G); ref[C] holds each channel's group reference (see
+// forward_channels_last) and `scratch` 3 * C accumulators.
+//
+// One pass: each channel's deviations are taken from its value in the block's
+// first row, then corrected by their sum (math::moments_from_shifted_sums).
+// The shift is one of the block's own values, so (shift - mean)^2 <= rows * var
+// and the relative error of M2 stays below rows * epsilon (rows <= 1024 here)
+// whatever the input's offset; blocks are then merged pairwise.
 template <typename S, typename A>
-void block_group_moments(const S* x, int64_t rows, int64_t C, int64_t G, A* scratch, Moments<A>* out) {
+void block_group_moments(
+    const S* x, int64_t rows, int64_t C, int64_t G, const A* ref, A* scratch, Moments<A>* out) {
   using Acc = Access<S, A>;
   using Own = Access<A, A>;
   constexpr int64_t L = kLanes<A>;
   A* shift = scratch;
   A* dev = scratch + C;
   A* dev2 = scratch + 2 * C;
-  std::fill(scratch, scratch + 3 * C, A(0));
-  // First pass: per-channel sums give the shifts.
-  for (int64_t r = 0; r < rows; ++r) {
-    const S* xr = x + r * C;
-    int64_t c = 0;
-    for (; c + L <= C; c += L) {
-      Own::store(shift + c, Own::load(shift + c) + Acc::load(xr + c));
-    }
-    for (; c < C; ++c) {
-      shift[c] += Acc::load1(xr + c);
-    }
-  }
-  const A inv_rows = A(1) / static_cast<A>(rows);
   for (int64_t c = 0; c < C; ++c) {
-    shift[c] *= inv_rows;
+    shift[c] = Acc::load1(x + c) - ref[c];
   }
-  // Second pass: deviations from the shifts.
-  for (int64_t r = 0; r < rows; ++r) {
+  std::fill(dev, dev + 2 * C, A(0));
+  for (int64_t r = 1; r < rows; ++r) {
     const S* xr = x + r * C;
     int64_t c = 0;
     for (; c + L <= C; c += L) {
-      const Vec<A> v = Acc::load(xr + c) - Own::load(shift + c);
+      const Vec<A> v = (Acc::load(xr + c) - Own::load(ref + c)) - Own::load(shift + c);
       Own::store(dev + c, Own::load(dev + c) + v);
       Own::store(dev2 + c, Own::load(dev2 + c) + v * v);
     }
     for (; c < C; ++c) {
-      const A v = Acc::load1(xr + c) - shift[c];
+      const A v = (Acc::load1(xr + c) - ref[c]) - shift[c];
       dev[c] += v;
       dev2[c] += v * v;
     }
@@ -567,11 +625,20 @@ void forward_channels_last(const ForwardArgs& args, const AffineParams<P, A>& pa
   const int64_t blocks = (HxW + rows - 1) / rows;
   const int64_t sample = HxW * C;
 
+  const int64_t D = C / G;
   auto block_rows = [&](int64_t b) { return std::min(rows, HxW - b * rows); };
+  // Each group's statistics are gathered relative to the sample's first value
+  // of the group (as in span_moments): ref[c] for the channels of group g.
+  auto group_refs = [&](const S* x, A* ref) {
+    for (int64_t c = 0; c < C; ++c) {
+      ref[c] = Access<S, A>::load1(x + (c / D) * D);
+    }
+  };
   // Statistics of sample n from the moments of its blocks ([blocks][G]).
-  auto finish_stats = [&](int64_t n, Moments<A>* block_moments, A* mean_c, A* scale_c) {
+  auto finish_stats = [&](int64_t n, Moments<A>* block_moments, const A* ref, A* mean_c, A* scale_c) {
     for (int64_t g = 0; g < G; ++g) {
-      const Moments<A> m = combine_pairwise(block_moments + g, blocks, G);
+      Moments<A> m = combine_pairwise(block_moments + g, blocks, G);
+      m.mean += ref[g * D];
       mean_out[n * G + g] = math::mean_from_moments(m);
       rstd_out[n * G + g] = math::rstd_from_moments(m, eps);
     }
@@ -582,12 +649,15 @@ void forward_channels_last(const ForwardArgs& args, const AffineParams<P, A>& pa
     at::parallel_for(0, N, grain_for(sample), [&](int64_t begin, int64_t end) {
       std::vector<A> scratch(3 * C);
       std::vector<Moments<A>> moments(blocks * G);
-      std::vector<A> mean_c(C), scale_c(C);
+      std::vector<A> ref(C), mean_c(C), scale_c(C);
       for (int64_t n = begin; n < end; ++n) {
+        const S* x = X + n * sample;
+        group_refs(x, ref.data());
         for (int64_t b = 0; b < blocks; ++b) {
-          block_group_moments<S, A>(X + n * sample + b * rows * C, block_rows(b), C, G, scratch.data(), &moments[b * G]);
+          block_group_moments<S, A>(
+              x + b * rows * C, block_rows(b), C, G, ref.data(), scratch.data(), &moments[b * G]);
         }
-        finish_stats(n, moments.data(), mean_c.data(), scale_c.data());
+        finish_stats(n, moments.data(), ref.data(), mean_c.data(), scale_c.data());
         normalize_rows<S, A, kRelu>(
             X + n * sample, Y + n * sample, HxW, C, mean_c.data(), scale_c.data(), params.beta.data());
       }
@@ -595,26 +665,29 @@ void forward_channels_last(const ForwardArgs& args, const AffineParams<P, A>& pa
     return;
   }
 
-  std::vector<Moments<A>> moments(N * blocks * G);
-  at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<A> scratch(3 * C);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / blocks, b = task % blocks;
-      block_group_moments<S, A>(X + n * sample + b * rows * C, block_rows(b), C, G, scratch.data(), &moments[task * G]);
-    }
-  });
-  std::vector<A> mean_c(N * C), scale_c(N * C);
+  // One sample at a time, so that the normalize pass finds as much of the
+  // sample as the last-level cache holds.
+  std::vector<Moments<A>> moments(blocks * G);
+  std::vector<A> ref(C), mean_c(C), scale_c(C);
   for (int64_t n = 0; n < N; ++n) {
-    finish_stats(n, &moments[n * blocks * G], &mean_c[n * C], &scale_c[n * C]);
+    const S* x = X + n * sample;
+    S* y = Y + n * sample;
+    group_refs(x, ref.data());
+    at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+      std::vector<A> scratch(3 * C);
+      for (int64_t b = begin; b < end; ++b) {
+        block_group_moments<S, A>(
+            x + b * rows * C, block_rows(b), C, G, ref.data(), scratch.data(), &moments[b * G]);
+      }
+    });
+    finish_stats(n, moments.data(), ref.data(), mean_c.data(), scale_c.data());
+    at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        normalize_rows<S, A, kRelu>(
+            x + b * rows * C, y + b * rows * C, block_rows(b), C, mean_c.data(), scale_c.data(), params.beta.data());
+      }
+    });
   }
-  at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / blocks, b = task % blocks;
-      const int64_t offset = n * sample + b * rows * C;
-      normalize_rows<S, A, kRelu>(
-          X + offset, Y + offset, block_rows(b), C, &mean_c[n * C], &scale_c[n * C], params.beta.data());
-    }
-  });
 }
 
 template <typename S, typename P, typename A>
@@ -760,48 +833,40 @@ void backward_channels_last(const BackwardArgs& args, const AffineParams<P, A>& 
     return;
   }
 
+  // One sample at a time (see forward_channels_last).
   const int64_t rows = rows_per_block(C);
   const int64_t blocks = (HxW + rows - 1) / rows;
   auto block_rows = [&](int64_t b) { return std::min(rows, HxW - b * rows); };
-  std::vector<A> mean_scale(N * 2 * C);
+  std::vector<A> k(4 * C);
+  std::vector<A> partial(blocks * 2 * C);  // per block: sum(dz)[C], sum(dz * (x - mean))[C]
   for (int64_t n = 0; n < N; ++n) {
-    mean_scale_of(n, &mean_scale[n * 2 * C], &mean_scale[n * 2 * C + C]);
-  }
-  // Partial sums per block: [N * blocks][2][C].
-  std::vector<A> partial(N * blocks * 2 * C, A(0));
-  at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / blocks, b = task % blocks;
-      const int64_t offset = n * sample + b * rows * C;
-      A* p = &partial[task * 2 * C];
-      rows_grad_sums<S, A, kRelu>(
-          DY + offset, X + offset, block_rows(b), C, &mean_scale[n * 2 * C], &mean_scale[n * 2 * C + C], beta, p,
-          p + C);
-    }
-  });
-  for (int64_t n = 0; n < N; ++n) {
+    const int64_t offset = n * sample;
+    mean_scale_of(n, k.data(), k.data() + C);
+    std::fill(partial.begin(), partial.end(), A(0));
+    at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t o = offset + b * rows * C;
+        A* p = &partial[b * 2 * C];
+        rows_grad_sums<S, A, kRelu>(DY + o, X + o, block_rows(b), C, k.data(), k.data() + C, beta, p, p + C);
+      }
+    });
     for (int64_t c = 0; c < C; ++c) {
       A s = 0, sx = 0;
       for (int64_t b = 0; b < blocks; ++b) {
-        s += partial[((n * blocks + b) * 2) * C + c];
-        sx += partial[((n * blocks + b) * 2 + 1) * C + c];
+        s += partial[b * 2 * C + c];
+        sx += partial[b * 2 * C + C + c];
       }
       sum_dz[n * C + c] = s;
       sum_dzxc[n * C + c] = sx;
     }
+    const auto coefs = coefs_of(n, k.data());
+    at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t o = offset + b * rows * C;
+        rows_input_grad<S, A, kRelu>(DY + o, X + o, DX + o, block_rows(b), C, coefs);
+      }
+    });
   }
-  std::vector<A> k(N * 4 * C);
-  std::vector<ChannelGradCoefs<A>> coefs;
-  for (int64_t n = 0; n < N; ++n) {
-    coefs.push_back(coefs_of(n, &k[n * 4 * C]));
-  }
-  at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / blocks, b = task % blocks;
-      const int64_t offset = n * sample + b * rows * C;
-      rows_input_grad<S, A, kRelu>(DY + offset, X + offset, DX + offset, block_rows(b), C, coefs[n]);
-    }
-  });
 }
 
 template <typename S, typename P, typename A>
