@@ -50,7 +50,11 @@ def _extension():
     sources = sorted(glob.glob(os.path.join(CSRC, "*.cpp")))
     sources += sorted(glob.glob(os.path.join(CSRC, "autograd", "*.cpp")))
     sources += sorted(glob.glob(os.path.join(CSRC, "cpu", "*.cpp")))
-    cxx_flags = ["-O3", "-fvisibility=hidden", "-Wno-psabi"]
+    # -fopenmp: ATen's at::parallel_for is an inline OpenMP loop in this build of
+    # torch; compiled without OpenMP it silently runs on one thread. The library
+    # it links (libgomp.so.1) is the one torch has already loaded.
+    cxx_flags = ["-O3", "-fvisibility=hidden", "-Wno-psabi", "-fopenmp"]
+    link_flags = ["-fopenmp"]
     define_macros = []
     include_dirs = [os.path.abspath(CSRC)]
     if platform.machine() in ("x86_64", "AMD64"):
@@ -62,6 +66,7 @@ def _extension():
             include_dirs=include_dirs,
             define_macros=define_macros,
             extra_compile_args={"cxx": cxx_flags},
+            extra_link_args=link_flags,
         )
     if not torch.cuda.is_available() and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
         os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0+PTX"
@@ -75,6 +80,7 @@ def _extension():
         include_dirs=include_dirs + _cuda_library_includes(),
         define_macros=define_macros,
         extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--expt-relaxed-constexpr"]},
+        extra_link_args=link_flags,
     )
 
 

@@ -1,6 +1,8 @@
 """Loads the compiled extension ``gn_detection._C`` (which registers the
 ``torch.ops.gn_detection`` ops) and the fake kernels that tracing needs."""
 
+import torch  # noqa: F401  (loads libtorch and libc10, which _C links against)
+
 try:
     from gn_detection import _C  # noqa: F401  (import registers the ops)
 except ImportError as error:  # pragma: no cover - only without a build

@@ -1,0 +1,56 @@
+"""tools/evaluate_json.py reproduces pycocotools' published COCOeval numbers on
+real COCO annotations (../shared/data/coco_eval_fixture) with both backends."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE = REPO.parent / "shared" / "data" / "coco_eval_fixture"
+RESULTS = {
+    "bbox": FIXTURE / "instances_val2014_fakebbox100_results.json",
+    "segm": FIXTURE / "instances_val2014_fakesegm100_results.json",
+}
+GT = FIXTURE / "instances_val2014_100.json"
+
+sys.path.insert(0, str(REPO / "tools"))
+import evaluate_json  # noqa: E402  (a script under tools/, imported as a module)
+
+pytestmark = pytest.mark.skipif(not GT.exists(), reason=f"COCO evaluation fixture not found at {FIXTURE}")
+
+
+@pytest.fixture(scope="module")
+def expected():
+    data = json.loads((FIXTURE / "expected_stats_pycocotools.json").read_text())
+    assert tuple(data["keys"]) == evaluate_json.STAT_NAMES
+    return data
+
+
+@pytest.mark.parametrize("backend", evaluate_json.BACKENDS)
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_reproduces_pycocotools_stats(backend, iou_type, expected):
+    stats = evaluate_json.evaluate(str(GT), str(RESULTS[iou_type]), iou_type, backend)
+    assert list(stats) == list(evaluate_json.STAT_NAMES)
+    for name, value, want in zip(expected["keys"], stats.values(), expected[iou_type]):
+        assert abs(value - want) <= 1e-9, (name, value, want)
+
+
+def test_command_line_writes_json(tmp_path, expected):
+    out = tmp_path / "stats.json"
+    command = [sys.executable, str(REPO / "tools" / "evaluate_json.py"), "--gt", str(GT)]
+    command += ["--results", str(RESULTS["bbox"]), "--type", "bbox", "--json", str(out)]
+    printed = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    assert "AP50 0.6970" in printed
+    written = json.loads(out.read_text())
+    assert written["type"] == "bbox" and written["backend"] == "faster-coco-eval"
+    assert list(written["stats"].values()) == pytest.approx(expected["bbox"], abs=1e-9)
+
+
+def test_empty_results_are_a_clear_error(tmp_path):
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    with pytest.raises(ValueError, match="holds no detections"):
+        evaluate_json.evaluate(str(GT), str(empty), "bbox")
