@@ -2,9 +2,10 @@
 // each of which defines GN_CPU_CAPABILITY (the namespace of its build) and may
 // set a target instruction set before including this file.
 //
-// Vectorization uses GCC vector types of 64 bytes (16 floats or 8 doubles):
-// the compiler maps them to one AVX-512 register, two AVX2 registers or four
-// SSE2 registers, whichever the build targets, from the same source.
+// Vectorization uses GCC vector types as wide as the build's registers
+// (GN_VEC_BYTES: 64 for AVX-512, 32 for AVX2, 16 for the baseline), so the
+// same source compiles to each instruction set; vectors wider than the target's
+// registers would be lowered through memory.
 //
 // Statistics: a group (channels-first) or a block of rows (channels-last) is
 // cut into chunks that stay in L1/L2; each chunk's moments come from a
@@ -41,6 +42,9 @@
 #ifndef GN_CPU_CAPABILITY
 #error "GN_CPU_CAPABILITY must name the build of the CPU kernels"
 #endif
+#ifndef GN_VEC_BYTES
+#error "GN_VEC_BYTES must give the vector width of the build of the CPU kernels"
+#endif
 
 // Everything below is compiled for GN_CPU_TARGET (headers above are not, so
 // their inline functions stay baseline code in every build).
@@ -61,24 +65,27 @@ using math::Moments;
 // ---------------------------------------------------------------------------
 // Vectors and conversions.
 
+constexpr int kVecBytes = GN_VEC_BYTES;
+
 template <typename A>
 struct VecTraits;
 template <>
 struct VecTraits<float> {
-  typedef float type __attribute__((vector_size(64)));
+  typedef float type __attribute__((vector_size(kVecBytes)));
 };
 template <>
 struct VecTraits<double> {
-  typedef double type __attribute__((vector_size(64)));
+  typedef double type __attribute__((vector_size(kVecBytes)));
 };
 template <typename A>
 using Vec = typename VecTraits<A>::type;
 template <typename A>
-constexpr int64_t kLanes = 64 / sizeof(A);
+constexpr int64_t kLanes = kVecBytes / sizeof(A);
 
-typedef uint16_t VecU16 __attribute__((vector_size(32)));
-typedef uint32_t VecU32 __attribute__((vector_size(64)));
-typedef _Float16 VecF16 __attribute__((vector_size(32)));
+// 16-bit storage of a float vector, and its 32-bit widening.
+typedef uint16_t VecU16 __attribute__((vector_size(kVecBytes / 2)));
+typedef uint32_t VecU32 __attribute__((vector_size(kVecBytes)));
+typedef _Float16 VecF16 __attribute__((vector_size(kVecBytes / 2)));
 
 // Loads and stores of a storage type S as its accumulation type A.
 template <typename S, typename A>
@@ -148,23 +155,23 @@ struct Access<c10::Half, float> {
   }
 };
 
-// Sum of the lanes, by halving the vector (register shuffles only, so the
-// accumulators of the loops that call it stay in registers).
-inline float horizontal_sum(Vec<float> v) {
-  typedef float F8 __attribute__((vector_size(32)));
-  typedef float F4 __attribute__((vector_size(16)));
-  const F8 h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
-      __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-  const F4 q = __builtin_shufflevector(h, h, 0, 1, 2, 3) + __builtin_shufflevector(h, h, 4, 5, 6, 7);
-  return (q[0] + q[2]) + (q[1] + q[3]);
-}
-
-inline double horizontal_sum(Vec<double> v) {
-  typedef double D4 __attribute__((vector_size(32)));
-  typedef double D2 __attribute__((vector_size(16)));
-  const D4 h = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
-  const D2 q = __builtin_shufflevector(h, h, 0, 1) + __builtin_shufflevector(h, h, 2, 3);
-  return q[0] + q[1];
+// Sum of the lanes, pairwise. Lanes are read by subscript (register extracts),
+// so the accumulators of the loops that call it stay in registers.
+template <typename A>
+inline A horizontal_sum(Vec<A> v) {
+  A lanes[kLanes<A>];
+#pragma GCC unroll 16
+  for (int64_t i = 0; i < kLanes<A>; ++i) {
+    lanes[i] = v[i];
+  }
+#pragma GCC unroll 16
+  for (int64_t width = kLanes<A> / 2; width > 0; width /= 2) {
+#pragma GCC unroll 16
+    for (int64_t i = 0; i < width; ++i) {
+      lanes[i] += lanes[i + width];
+    }
+  }
+  return lanes[0];
 }
 
 // Channels-last loops walk rows of C values; the hardware prefetcher alone
@@ -238,7 +245,7 @@ Moments<A> chunk_moments(const S* x, int64_t n, A ref) {
   for (; i + L <= n; i += L) {
     s0 += Acc::load(x + i) - ref;
   }
-  A sum = horizontal_sum(s0 + s1);
+  A sum = horizontal_sum<A>(s0 + s1);
   for (; i < n; ++i) {
     sum += Acc::load1(x + i) - ref;
   }
@@ -259,8 +266,8 @@ Moments<A> chunk_moments(const S* x, int64_t n, A ref) {
     d0 += v0;
     q0 += v0 * v0;
   }
-  A dev = horizontal_sum(d0 + d1);
-  A dev2 = horizontal_sum(q0 + q1);
+  A dev = horizontal_sum<A>(d0 + d1);
+  A dev2 = horizontal_sum<A>(q0 + q1);
   for (; i < n; ++i) {
     const A v = (Acc::load1(x + i) - ref) - shift;
     dev += v;
@@ -389,8 +396,8 @@ void span_grad_sums(const S* dy, const S* x, int64_t n, A mean, A scale, A beta,
     sx1 += fresh ? dz * (xv - mean) : Vec<A>{};
     i = n;
   }
-  A total = horizontal_sum(s0 + s1);
-  A total_x = horizontal_sum(sx0 + sx1);
+  A total = horizontal_sum<A>(s0 + s1);
+  A total_x = horizontal_sum<A>(sx0 + sx1);
   for (; i < n; ++i) {
     const A xv = Acc::load1(x + i);
     const A dz = pre_activation_grad<kRelu>(Acc::load1(dy + i), xv, mean, scale, beta);

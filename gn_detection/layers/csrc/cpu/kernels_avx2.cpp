@@ -3,6 +3,7 @@
 #ifdef GN_X86_DISPATCH
 #define GN_CPU_CAPABILITY avx2
 #define GN_CPU_TARGET "avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt"
+#define GN_VEC_BYTES 32
 #include "group_norm_cpu_kernels_impl.h"
 
 namespace gn_detection {

@@ -3,6 +3,7 @@
 #ifdef GN_X86_DISPATCH
 #define GN_CPU_CAPABILITY avx512
 #define GN_CPU_TARGET "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt"
+#define GN_VEC_BYTES 64
 #include "group_norm_cpu_kernels_impl.h"
 
 namespace gn_detection {
