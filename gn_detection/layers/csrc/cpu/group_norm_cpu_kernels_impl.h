@@ -183,6 +183,9 @@ inline void prefetch_ahead(const S* p) {
   __builtin_prefetch(reinterpret_cast<const char*>(p) + kPrefetchBytes);
 }
 
+// Channels-last accumulation loops take this many rows per pass over C.
+constexpr int64_t kRowsTogether = 4;
+
 // {0, 1, 2, ...} as a vector.
 template <typename A>
 inline Vec<A> lane_index() {
@@ -309,29 +312,50 @@ Moments<A> combine_pairwise(Moments<A>* moments, int64_t count, int64_t stride) 
 // ---------------------------------------------------------------------------
 // Element loops.
 
+// Runs vector_step(i) over out[i .. i + L) and scalar_step(i) so that every
+// index of [0, n) is written, storing through aligned vectors where it can:
+// a misaligned head and a short tail are done as full vectors that overlap
+// their neighbours (the same values written twice; outputs never alias inputs).
+// Misaligned 64-byte stores cost two cache-line writes each.
+template <typename S, typename A, typename VectorStep, typename ScalarStep>
+inline void for_each_element(const S* out, int64_t n, const VectorStep& vector_step, const ScalarStep& scalar_step) {
+  constexpr int64_t L = kLanes<A>;
+  if (n < L) {
+    for (int64_t i = 0; i < n; ++i) {
+      scalar_step(i);
+    }
+    return;
+  }
+  constexpr uintptr_t kStoreBytes = L * sizeof(S);  // one vector in S
+  const auto address = reinterpret_cast<uintptr_t>(out);
+  int64_t i = static_cast<int64_t>(((kStoreBytes - address % kStoreBytes) % kStoreBytes) / sizeof(S));
+  if (i != 0 && address % sizeof(S) == 0 && i < n) {
+    vector_step(0);
+  } else {
+    i = 0;
+  }
+  for (; i + L <= n; i += L) {
+    vector_step(i);
+  }
+  if (i < n) {
+    vector_step(n - L);
+  }
+}
+
 // y = normalize(x) (+ relu) over a contiguous span with one scale and beta.
 template <typename S, typename A, bool kRelu>
 void normalize_span(const S* x, S* y, int64_t n, A mean, A scale, A beta) {
   using Acc = Access<S, A>;
-  constexpr int64_t L = kLanes<A>;
-  auto step = [&](int64_t i) {
-    const Vec<A> z = math::normalize(Acc::load(x + i), mean, scale, beta);
-    Acc::store(y + i, kRelu ? math::relu(z) : z);
-  };
-  int64_t i = 0;
-  for (; i + L <= n; i += L) {
-    step(i);
-  }
-  // A short tail is redone as the span's last full vector, overlapping the
-  // previous one (same values rewritten; y never aliases x).
-  if (i < n && n >= L) {
-    step(n - L);
-    return;
-  }
-  for (; i < n; ++i) {
-    A z = math::normalize(Acc::load1(x + i), mean, scale, beta);
-    Acc::store1(y + i, kRelu ? math::relu(z) : z);
-  }
+  for_each_element<S, A>(
+      y, n,
+      [&](int64_t i) {
+        const Vec<A> z = math::normalize(Acc::load(x + i), mean, scale, beta);
+        Acc::store(y + i, kRelu ? math::relu(z) : z);
+      },
+      [&](int64_t i) {
+        const A z = math::normalize(Acc::load1(x + i), mean, scale, beta);
+        Acc::store1(y + i, kRelu ? math::relu(z) : z);
+      });
 }
 
 // Channels-last rows: y[r, c] = normalize(x[r, c]) with per-channel mean,
@@ -412,25 +436,18 @@ template <typename S, typename A, bool kRelu>
 void span_input_grad(
     const S* dy, const S* x, S* dx, int64_t n, A mean, A scale, A beta, A c1, math::InputGradCoefs<A> k) {
   using Acc = Access<S, A>;
-  constexpr int64_t L = kLanes<A>;
-  auto step = [&](int64_t i) {
-    const Vec<A> xv = Acc::load(x + i);
-    const Vec<A> dz = pre_activation_grad<kRelu>(Acc::load(dy + i), xv, mean, scale, beta);
-    Acc::store(dx + i, math::input_grad(dz, xv, mean, c1, k));
-  };
-  int64_t i = 0;
-  for (; i + L <= n; i += L) {
-    step(i);
-  }
-  if (i < n && n >= L) {  // overlapping last vector, as in normalize_span
-    step(n - L);
-    return;
-  }
-  for (; i < n; ++i) {
-    const A xv = Acc::load1(x + i);
-    const A dz = pre_activation_grad<kRelu>(Acc::load1(dy + i), xv, mean, scale, beta);
-    Acc::store1(dx + i, math::input_grad(dz, xv, mean, c1, k));
-  }
+  for_each_element<S, A>(
+      dx, n,
+      [&](int64_t i) {
+        const Vec<A> xv = Acc::load(x + i);
+        const Vec<A> dz = pre_activation_grad<kRelu>(Acc::load(dy + i), xv, mean, scale, beta);
+        Acc::store(dx + i, math::input_grad(dz, xv, mean, c1, k));
+      },
+      [&](int64_t i) {
+        const A xv = Acc::load1(x + i);
+        const A dz = pre_activation_grad<kRelu>(Acc::load1(dy + i), xv, mean, scale, beta);
+        Acc::store1(dx + i, math::input_grad(dz, xv, mean, c1, k));
+      });
 }
 
 // Channels-last rows: adds per-channel sum(dz) and sum(dz * (x - mean)) into
@@ -442,22 +459,35 @@ void rows_grad_sums(
   using Acc = Access<S, A>;
   using Own = Access<A, A>;
   constexpr int64_t L = kLanes<A>;
-  for (int64_t r = 0; r < rows; ++r) {
+  for (int64_t r = 0; r < rows; r += kRowsTogether) {  // as in block_group_moments
+    const int64_t count = std::min(kRowsTogether, rows - r);
     const S* xr = x + r * C;
     const S* dyr = dy + r * C;
     int64_t c = 0;
     for (; c + L <= C; c += L) {
-      const Vec<A> xv = Acc::load(xr + c);
       const Vec<A> m = Own::load(mean + c);
-      const Vec<A> dz = pre_activation_grad<kRelu>(Acc::load(dyr + c), xv, m, Own::load(scale + c), Own::load(beta + c));
-      Own::store(sum_dz + c, Own::load(sum_dz + c) + dz);
-      Own::store(sum_dzxc + c, Own::load(sum_dzxc + c) + dz * (xv - m));
+      const Vec<A> sc = Own::load(scale + c);
+      const Vec<A> b = Own::load(beta + c);
+      Vec<A> s = Own::load(sum_dz + c);
+      Vec<A> sx = Own::load(sum_dzxc + c);
+      for (int64_t k = 0; k < count; ++k) {
+        prefetch_ahead(xr + k * C + c);
+        prefetch_ahead(dyr + k * C + c);
+        const Vec<A> xv = Acc::load(xr + k * C + c);
+        const Vec<A> dz = pre_activation_grad<kRelu>(Acc::load(dyr + k * C + c), xv, m, sc, b);
+        s += dz;
+        sx += dz * (xv - m);
+      }
+      Own::store(sum_dz + c, s);
+      Own::store(sum_dzxc + c, sx);
     }
     for (; c < C; ++c) {
-      const A xv = Acc::load1(xr + c);
-      const A dz = pre_activation_grad<kRelu>(Acc::load1(dyr + c), xv, mean[c], scale[c], beta[c]);
-      sum_dz[c] += dz;
-      sum_dzxc[c] += dz * (xv - mean[c]);
+      for (int64_t k = 0; k < count; ++k) {
+        const A xv = Acc::load1(xr + k * C + c);
+        const A dz = pre_activation_grad<kRelu>(Acc::load1(dyr + k * C + c), xv, mean[c], scale[c], beta[c]);
+        sum_dz[c] += dz;
+        sum_dzxc[c] += dz * (xv - mean[c]);
+      }
     }
   }
 }
@@ -602,19 +632,32 @@ void block_group_moments(
     shift[c] = Acc::load1(x + c) - ref[c];
   }
   std::fill(dev, dev + 2 * C, A(0));
-  for (int64_t r = 1; r < rows; ++r) {
+  // Rows go kRowsTogether at a time, so each accumulator is loaded and stored
+  // once per group of rows.
+  for (int64_t r = 1; r < rows; r += kRowsTogether) {
+    const int64_t count = std::min(kRowsTogether, rows - r);
     const S* xr = x + r * C;
     int64_t c = 0;
     for (; c + L <= C; c += L) {
-      prefetch_ahead(xr + c);
-      const Vec<A> v = (Acc::load(xr + c) - Own::load(ref + c)) - Own::load(shift + c);
-      Own::store(dev + c, Own::load(dev + c) + v);
-      Own::store(dev2 + c, Own::load(dev2 + c) + v * v);
+      const Vec<A> rf = Own::load(ref + c);
+      const Vec<A> sh = Own::load(shift + c);
+      Vec<A> d = Own::load(dev + c);
+      Vec<A> q = Own::load(dev2 + c);
+      for (int64_t k = 0; k < count; ++k) {
+        prefetch_ahead(xr + k * C + c);
+        const Vec<A> v = (Acc::load(xr + k * C + c) - rf) - sh;
+        d += v;
+        q += v * v;
+      }
+      Own::store(dev + c, d);
+      Own::store(dev2 + c, q);
     }
     for (; c < C; ++c) {
-      const A v = (Acc::load1(xr + c) - ref[c]) - shift[c];
-      dev[c] += v;
-      dev2[c] += v * v;
+      for (int64_t k = 0; k < count; ++k) {
+        const A v = (Acc::load1(xr + k * C + c) - ref[c]) - shift[c];
+        dev[c] += v;
+        dev2[c] += v * v;
+      }
     }
   }
   const int64_t D = C / G;
