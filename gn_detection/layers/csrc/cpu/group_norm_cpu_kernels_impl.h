@@ -787,15 +787,19 @@ void weight_grads(const BackwardArgs& args, const A* sum_dz, const A* sum_dzxc) 
   P* dgamma = static_cast<P*>(args.dgamma);
   P* dbeta = static_cast<P*>(args.dbeta);
   const int64_t N = args.N, C = args.C, G = args.G, D = C / G;
+  // Each task owns a range of channels and walks the (N, C) sums row by row,
+  // so memory is read in order.
   at::parallel_for(0, C, grain_for(N), [&](int64_t begin, int64_t end) {
-    for (int64_t c = begin; c < end; ++c) {
-      A dg = 0, db = 0;
-      for (int64_t n = 0; n < N; ++n) {
-        dg += math::weight_grad_term(sum_dzxc[n * C + c], rstd[n * G + c / D]);
-        db += sum_dz[n * C + c];
+    std::vector<A> dg(end - begin, A(0)), db(end - begin, A(0));
+    for (int64_t n = 0; n < N; ++n) {
+      for (int64_t c = begin; c < end; ++c) {
+        dg[c - begin] += math::weight_grad_term(sum_dzxc[n * C + c], rstd[n * G + c / D]);
+        db[c - begin] += sum_dz[n * C + c];
       }
-      dgamma[c] = static_cast<P>(dg);
-      dbeta[c] = static_cast<P>(db);
+    }
+    for (int64_t c = begin; c < end; ++c) {
+      dgamma[c] = static_cast<P>(dg[c - begin]);
+      dbeta[c] = static_cast<P>(db[c - begin]);
     }
   });
 }
