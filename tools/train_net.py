@@ -14,18 +14,26 @@ to OUTPUT_DIR through detectron2's JSON and TensorBoard writers.
 """
 
 import os
+import weakref
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import COCOEvaluator
 
 import gn_detection  # also registers the backbones and RoI heads that the configs name
+from gn_detection.checkpoint import GNCheckpointer
 
 
 class Trainer(DefaultTrainer):
     """detectron2's ``DefaultTrainer`` (SGD with the config's schedule, checkpoints,
-    JSON/TensorBoard/console writers, periodic evaluation) with COCO evaluation."""
+    JSON/TensorBoard/console writers, periodic evaluation) with COCO evaluation,
+    checkpoints read safely by ``GNCheckpointer``."""
+
+    def build_hooks(self):
+        # DefaultTrainer creates its DetectionCheckpointer just before this call;
+        # replace it so that resume_or_load and the periodic checkpoint hook use GNCheckpointer.
+        self.checkpointer = GNCheckpointer(self._trainer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        return super().build_hooks()
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -50,7 +58,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        GNCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
