@@ -286,11 +286,16 @@ Moments<A> chunk_moments(const S* x, int64_t n, A ref) {
 template <typename S, typename A>
 Moments<A> span_moments(const S* x, int64_t n) {
   const A ref = Access<S, A>::load1(x);
-  MomentsTree<A> tree;
-  for (int64_t begin = 0; begin < n; begin += kSpanChunk) {
-    tree.push(chunk_moments<S, A>(x + begin, std::min(kSpanChunk, n - begin), ref));
+  Moments<A> m;
+  if (n <= kSpanChunk) {  // one chunk, e.g. every group of the RoI heads: no tree
+    m = chunk_moments<S, A>(x, n, ref);
+  } else {
+    MomentsTree<A> tree;
+    for (int64_t begin = 0; begin < n; begin += kSpanChunk) {
+      tree.push(chunk_moments<S, A>(x + begin, std::min(kSpanChunk, n - begin), ref));
+    }
+    m = tree.result();
   }
-  Moments<A> m = tree.result();
   m.mean += ref;
   return m;
 }
