@@ -368,20 +368,29 @@ void normalize_span(const S* x, S* y, int64_t n, A mean, A scale, A beta) {
 template <typename S, typename A, bool kRelu>
 void normalize_rows(const S* x, S* y, int64_t rows, int64_t C, const A* mean, const A* scale, const A* beta) {
   using Acc = Access<S, A>;
+  using Own = Access<A, A>;
   constexpr int64_t L = kLanes<A>;
-  for (int64_t r = 0; r < rows; ++r) {
+  // kRowsTogether rows per pass over C: the per-channel vectors load once per pass.
+  for (int64_t r = 0; r < rows; r += kRowsTogether) {
+    const int64_t count = std::min(kRowsTogether, rows - r);
     const S* xr = x + r * C;
     S* yr = y + r * C;
     int64_t c = 0;
     for (; c + L <= C; c += L) {
-      prefetch_ahead(xr + c);
-      const Vec<A> z = math::normalize(
-          Acc::load(xr + c), Access<A, A>::load(mean + c), Access<A, A>::load(scale + c), Access<A, A>::load(beta + c));
-      Acc::store(yr + c, kRelu ? math::relu(z) : z);
+      const Vec<A> m = Own::load(mean + c);
+      const Vec<A> sc = Own::load(scale + c);
+      const Vec<A> b = Own::load(beta + c);
+      for (int64_t k = 0; k < count; ++k) {
+        prefetch_ahead(xr + k * C + c);
+        const Vec<A> z = math::normalize(Acc::load(xr + k * C + c), m, sc, b);
+        Acc::store(yr + k * C + c, kRelu ? math::relu(z) : z);
+      }
     }
     for (; c < C; ++c) {
-      const A z = math::normalize(Acc::load1(xr + c), mean[c], scale[c], beta[c]);
-      Acc::store1(yr + c, kRelu ? math::relu(z) : z);
+      for (int64_t k = 0; k < count; ++k) {
+        const A z = math::normalize(Acc::load1(xr + k * C + c), mean[c], scale[c], beta[c]);
+        Acc::store1(yr + k * C + c, kRelu ? math::relu(z) : z);
+      }
     }
   }
 }
@@ -529,24 +538,33 @@ void rows_input_grad(const S* dy, const S* x, S* dx, int64_t rows, int64_t C, co
   using Acc = Access<S, A>;
   using Own = Access<A, A>;
   constexpr int64_t L = kLanes<A>;
-  for (int64_t r = 0; r < rows; ++r) {
+  for (int64_t r = 0; r < rows; r += kRowsTogether) {  // as in normalize_rows
+    const int64_t count = std::min(kRowsTogether, rows - r);
     const S* xr = x + r * C;
     const S* dyr = dy + r * C;
     S* dxr = dx + r * C;
     int64_t c = 0;
     for (; c + L <= C; c += L) {
-      const Vec<A> xv = Acc::load(xr + c);
       const Vec<A> m = Own::load(k.mean + c);
-      const Vec<A> dz =
-          pre_activation_grad<kRelu>(Acc::load(dyr + c), xv, m, Own::load(k.scale + c), Own::load(k.beta + c));
+      const Vec<A> sc = Own::load(k.scale + c);
+      const Vec<A> b = Own::load(k.beta + c);
+      const Vec<A> c1 = Own::load(k.c1 + c);
       const math::InputGradCoefs<Vec<A>> coefs{Own::load(k.a + c), Own::load(k.b + c)};
-      Acc::store(dxr + c, math::input_grad(dz, xv, m, Own::load(k.c1 + c), coefs));
+      for (int64_t j = 0; j < count; ++j) {
+        const int64_t o = j * C + c;
+        const Vec<A> xv = Acc::load(xr + o);
+        const Vec<A> dz = pre_activation_grad<kRelu>(Acc::load(dyr + o), xv, m, sc, b);
+        Acc::store(dxr + o, math::input_grad(dz, xv, m, c1, coefs));
+      }
     }
     for (; c < C; ++c) {
-      const A xv = Acc::load1(xr + c);
-      const A dz = pre_activation_grad<kRelu>(Acc::load1(dyr + c), xv, k.mean[c], k.scale[c], k.beta[c]);
       const math::InputGradCoefs<A> coefs{k.a[c], k.b[c]};
-      Acc::store1(dxr + c, math::input_grad(dz, xv, k.mean[c], k.c1[c], coefs));
+      for (int64_t j = 0; j < count; ++j) {
+        const int64_t o = j * C + c;
+        const A xv = Acc::load1(xr + o);
+        const A dz = pre_activation_grad<kRelu>(Acc::load1(dyr + o), xv, k.mean[c], k.scale[c], k.beta[c]);
+        Acc::store1(dxr + o, math::input_grad(dz, xv, k.mean[c], k.c1[c], coefs));
+      }
     }
   }
 }
