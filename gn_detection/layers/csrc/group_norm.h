@@ -1,5 +1,5 @@
-// Entry points of the gn_detection GroupNorm op, per device, and the checks and
-// layout rules that the CPU and CUDA implementations share.
+// Entry points of the gn_detection GroupNorm op, per device, and the checks,
+// layout and dtype rules that the CPU and CUDA implementations share.
 //
 // Schema (registered in group_norm.cpp):
 //   group_norm_forward(input, weight?, bias?, num_groups, eps, relu)
@@ -70,6 +70,22 @@ at::Tensor empty_in_layout(const at::Tensor& like, Layout layout);
 // The accumulation dtype of an input dtype: float for half and bfloat16.
 at::ScalarType accumulation_type(at::ScalarType input_type);
 
+// Whether an optional tensor argument was passed.
+bool is_given(const std::optional<at::Tensor>& t);
+
+// The dtype in which the kernels read the affine parameters and write their
+// gradients: weight's, else bias's (the checks make the two equal), else the
+// input's.
+at::ScalarType param_type(
+    const at::Tensor& input,
+    const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias);
+
+// A parameter's gradient in that parameter's dtype (the input's when the
+// parameter is absent), as the backward returns it.
+at::Tensor grad_in_dtype_of(
+    const at::Tensor& grad, const std::optional<at::Tensor>& param, const at::Tensor& input);
+
 TensorTriple group_norm_forward_cpu(
     const at::Tensor& input,
     const std::optional<at::Tensor>& weight,
@@ -87,5 +103,26 @@ TensorTriple group_norm_backward_cpu(
     const std::optional<at::Tensor>& bias,
     int64_t num_groups,
     bool relu);
+
+#ifdef WITH_CUDA
+// CUDA implementations (cuda/group_norm_cuda.cpp), same signatures as the CPU ones.
+TensorTriple group_norm_forward_cuda(
+    const at::Tensor& input,
+    const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias,
+    int64_t num_groups,
+    double eps,
+    bool relu);
+
+TensorTriple group_norm_backward_cuda(
+    const at::Tensor& grad_output,
+    const at::Tensor& input,
+    const at::Tensor& mean,
+    const at::Tensor& rstd,
+    const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias,
+    int64_t num_groups,
+    bool relu);
+#endif
 
 }  // namespace gn_detection

@@ -17,7 +17,7 @@ bool is_half_type(at::ScalarType t) {
 void check_param(
     const std::optional<at::Tensor>& param, const char* name,
     const at::Tensor& input) {
-  if (!param.has_value() || !param->defined()) {
+  if (!is_given(param)) {
     return;
   }
   const int64_t C = input.size(1);
@@ -78,6 +78,27 @@ at::ScalarType accumulation_type(at::ScalarType input_type) {
   return input_type == at::kDouble ? at::kDouble : at::kFloat;
 }
 
+bool is_given(const std::optional<at::Tensor>& t) {
+  return t.has_value() && t->defined();
+}
+
+at::ScalarType param_type(
+    const at::Tensor& input, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias) {
+  if (is_given(weight)) {
+    return weight->scalar_type();
+  }
+  if (is_given(bias)) {
+    return bias->scalar_type();
+  }
+  return input.scalar_type();
+}
+
+at::Tensor grad_in_dtype_of(
+    const at::Tensor& grad, const std::optional<at::Tensor>& param, const at::Tensor& input) {
+  return grad.to(is_given(param) ? param->scalar_type() : input.scalar_type());
+}
+
 GroupNormShape check_forward_inputs(
     const at::Tensor& input, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, int64_t num_groups, double eps) {
@@ -99,7 +120,7 @@ GroupNormShape check_forward_inputs(
   TORCH_CHECK_VALUE(eps >= 0, "eps must be non-negative, got ", eps);
   check_param(weight, "weight", input);
   check_param(bias, "bias", input);
-  if (weight.has_value() && weight->defined() && bias.has_value() && bias->defined()) {
+  if (is_given(weight) && is_given(bias)) {
     TORCH_CHECK_TYPE(
         weight->scalar_type() == bias->scalar_type(), "weight dtype ", weight->scalar_type(),
         " and bias dtype ", bias->scalar_type(), " must be equal");

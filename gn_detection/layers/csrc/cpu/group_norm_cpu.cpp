@@ -56,21 +56,8 @@ cpu::DtypeCombo dtype_combo(at::ScalarType input, at::ScalarType params) {
   }
 }
 
-// The dtype of the affine parameters (and of their gradients): weight's, else
-// bias's, else the input's (the checks make weight's and bias's equal).
-at::ScalarType param_type(
-    const at::Tensor& input, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias) {
-  if (weight.has_value() && weight->defined()) {
-    return weight->scalar_type();
-  }
-  if (bias.has_value() && bias->defined()) {
-    return bias->scalar_type();
-  }
-  return input.scalar_type();
-}
-
 const void* data_or_null(const std::optional<at::Tensor>& t, at::Tensor& holder) {
-  if (!t.has_value() || !t->defined()) {
+  if (!is_given(t)) {
     return nullptr;
   }
   holder = t->contiguous();
@@ -147,13 +134,7 @@ TensorTriple group_norm_backward_cpu(
       layout == Layout::kChannelsLast};
   const auto combo = dtype_combo(input.scalar_type(), ptype);
   kernels().backward[static_cast<int>(combo)](args);
-  // Each parameter's gradient in that parameter's dtype (the input's when absent).
-  const bool has_weight = weight.has_value() && weight->defined();
-  const bool has_bias = bias.has_value() && bias->defined();
-  return {
-      grad_input,
-      grad_weight.to(has_weight ? weight->scalar_type() : input.scalar_type()),
-      grad_bias.to(has_bias ? bias->scalar_type() : input.scalar_type())};
+  return {grad_input, grad_in_dtype_of(grad_weight, weight, input), grad_in_dtype_of(grad_bias, bias, input)};
 }
 
 TORCH_LIBRARY_IMPL(gn_detection, CPU, m) {

@@ -12,7 +12,7 @@
 
 #include <type_traits>
 
-#include "group_norm_cuda.h"
+#include "../group_norm.h"
 #include "group_norm_kernels.h"
 
 namespace gn_detection {
@@ -20,10 +20,6 @@ namespace {
 
 using cuda_impl::GroupNormSizes;
 using cuda_impl::LaunchTarget;
-
-bool is_given(const std::optional<at::Tensor>& t) {
-  return t.has_value() && t->defined();
-}
 
 // The op is registered at the CUDA key, which a CUDA weight or bias also
 // selects: the input itself must be a CUDA tensor.
@@ -33,23 +29,9 @@ void check_input_on_cuda(const at::Tensor& input, const char* op) {
       " but another argument is a CUDA tensor: all tensors must be on one device");
 }
 
-// Element type of weight and bias in the kernels: float32 when a
-// float16/bfloat16 input comes with a float32 weight or bias (the checks allow
-// nothing else to differ from the input's dtype), else the input's dtype.
-at::ScalarType param_type(
-    const at::Tensor& input, const std::optional<at::Tensor>& weight,
-    const std::optional<at::Tensor>& bias) {
-  for (const auto* param : {&weight, &bias}) {
-    if (is_given(*param) && (*param)->scalar_type() != input.scalar_type()) {
-      return at::kFloat;
-    }
-  }
-  return input.scalar_type();
-}
-
-// `param` as a contiguous tensor of `type`, or an undefined tensor when absent.
-at::Tensor param_as(const std::optional<at::Tensor>& param, at::ScalarType type) {
-  return is_given(param) ? param->to(type).contiguous() : at::Tensor();
+// `param` contiguous, or an undefined tensor when absent.
+at::Tensor contiguous_or_undefined(const std::optional<at::Tensor>& param) {
+  return is_given(param) ? param->contiguous() : at::Tensor();
 }
 
 template <typename T>
@@ -107,8 +89,8 @@ TensorTriple group_norm_forward_cuda(
   at::Tensor mean = at::empty({shape.N, shape.G}, stats_options);
   at::Tensor rstd = at::empty({shape.N, shape.G}, stats_options);
   const at::ScalarType ptype = param_type(input, weight, bias);
-  const at::Tensor gamma = param_as(weight, ptype);
-  const at::Tensor beta = param_as(bias, ptype);
+  const at::Tensor gamma = contiguous_or_undefined(weight);
+  const at::Tensor beta = contiguous_or_undefined(bias);
   const GroupNormSizes sizes = kernel_sizes(shape, layout);
   const LaunchTarget target = current_target();
 
@@ -149,8 +131,8 @@ TensorTriple group_norm_backward_cuda(
   const at::Tensor rstd_c = rstd.contiguous();
   at::Tensor dx = empty_in_layout(x, layout);
   const at::ScalarType ptype = param_type(input, weight, bias);
-  const at::Tensor gamma = param_as(weight, ptype);
-  const at::Tensor beta = param_as(bias, ptype);
+  const at::Tensor gamma = contiguous_or_undefined(weight);
+  const at::Tensor beta = contiguous_or_undefined(bias);
   at::Tensor dgamma = at::empty({shape.C}, input.options().dtype(ptype));
   at::Tensor dbeta = at::empty({shape.C}, input.options().dtype(ptype));
   const GroupNormSizes sizes = kernel_sizes(shape, layout);
@@ -172,10 +154,7 @@ TensorTriple group_norm_backward_cuda(
         });
       });
 
-  // Each parameter's gradient in that parameter's dtype (the input's when absent).
-  const auto weight_type = is_given(weight) ? weight->scalar_type() : input.scalar_type();
-  const auto bias_type = is_given(bias) ? bias->scalar_type() : input.scalar_type();
-  return {dx, dgamma.to(weight_type), dbeta.to(bias_type)};
+  return {dx, grad_in_dtype_of(dgamma, weight, input), grad_in_dtype_of(dbeta, bias, input)};
 }
 
 TORCH_LIBRARY_IMPL(gn_detection, CUDA, m) {

@@ -342,6 +342,25 @@ __global__ void __launch_bounds__(kBlockThreads) cf_moments_kernel(
   }
 }
 
+// A channels-last work item = (n, channel tile, row chunk), decoded for the
+// thread in channel lane `lane_c`: its sample, channel, chunk and row range.
+struct ClItem {
+  int64_t n;
+  int64_t c;
+  int64_t chunk;
+  int64_t begin;
+  int64_t end;
+};
+
+__device__ __forceinline__ ClItem cl_item(
+    int64_t item, int64_t chunks, int64_t ctiles, int tc, int lane_c, int64_t chunk_rows, int64_t HxW) {
+  const int64_t chunk = item % chunks;
+  const int64_t rest = item / chunks;
+  const int64_t n = rest / ctiles;
+  const int64_t begin = chunk * chunk_rows;
+  return ClItem{n, (rest - n * ctiles) * tc + lane_c, chunk, begin, imin(begin + chunk_rows, HxW)};
+}
+
 // Channels-last partial moments: work item = (n, channel tile, row chunk);
 // thread (row lane, channel lane) pushes every row_lanes-th row of its channel.
 // Writes partial[(n * C + c) * chunks + chunk].
@@ -362,12 +381,8 @@ __global__ void __launch_bounds__(kBlockThreads) cl_moments_kernel(
   const int lane_r = threadIdx.x / tc;
   const int row_lanes = blockDim.x / tc;
   for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
-    const int64_t chunk = item % chunks;
-    const int64_t rest = item / chunks;
-    const int64_t n = rest / ctiles;
-    const int64_t c = (rest - n * ctiles) * tc + lane_c;
-    const int64_t begin = chunk * chunk_rows;
-    const int64_t end = imin(begin + chunk_rows, HxW);
+    const ClItem it = cl_item(item, chunks, ctiles, tc, lane_c, chunk_rows, HxW);
+    const int64_t chunk = it.chunk, n = it.n, c = it.c, begin = it.begin, end = it.end;
     Moments<acc_t> m = math::empty_moments<acc_t>();
     if (c < C) {
       const scalar_t* column = x + n * HxW * C + c;
@@ -553,12 +568,8 @@ __global__ void __launch_bounds__(kBlockThreads) cl_grad_sums_kernel(
   const int row_lanes = blockDim.x / tc;
   const int64_t D = C / G;
   for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
-    const int64_t chunk = item % chunks;
-    const int64_t rest = item / chunks;
-    const int64_t n = rest / ctiles;
-    const int64_t c = (rest - n * ctiles) * tc + lane_c;
-    const int64_t begin = chunk * chunk_rows;
-    const int64_t end = imin(begin + chunk_rows, HxW);
+    const ClItem it = cl_item(item, chunks, ctiles, tc, lane_c, chunk_rows, HxW);
+    const int64_t chunk = it.chunk, n = it.n, c = it.c, begin = it.begin, end = it.end;
     GradSums<acc_t> sums{acc_t(0), acc_t(0)};
     if (c < C) {
       const int64_t stat = n * G + c / D;
