@@ -8,11 +8,13 @@ from detectron2 import model_zoo
 from detectron2.config import get_cfg
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import build_model
-from detectron2.modeling.backbone.resnet import BottleneckBlock
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.backbone.resnet import BasicBlock, BottleneckBlock, build_resnet_backbone
 from detectron2.solver import build_optimizer
 from detection_helpers import count_modules, shrink_for_cpu, tiny_config
 
 from gn_detection import GroupNorm
+from gn_detection.modeling import build_resnet_gn_backbone
 
 FPN_GN = "table6_fpn/mask_rcnn_R_50_FPN_gn_2x.yaml"
 C4_GN = "table4_c4/mask_rcnn_R_50_C4_gn.yaml"
@@ -122,7 +124,8 @@ def test_optimizer_puts_gn_gamma_and_beta_in_a_zero_weight_decay_group():
 @pytest.mark.parametrize(
     "opts, match",
     [
-        (["MODEL.RESNETS.DEPTH", "34"], "MODEL.RESNETS.DEPTH must be one of"),
+        (["MODEL.RESNETS.DEPTH", "26"], "MODEL.RESNETS.DEPTH must be one of"),
+        (["MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.NUM_GROUPS", "32"], "basic blocks, which need"),
         (["MODEL.RESNETS.NORM", "group"], "MODEL.RESNETS.NORM must be one of"),
         (["MODEL.ROI_BOX_HEAD.NORM", "gn"], "MODEL.ROI_BOX_HEAD.NORM must be one of"),
         (["MODEL.ROI_MASK_HEAD.NORM", "GN32"], "MODEL.ROI_MASK_HEAD.NORM must be one of"),
@@ -133,3 +136,39 @@ def test_optimizer_puts_gn_gamma_and_beta_in_a_zero_weight_decay_group():
 def test_bad_config_values_fail_naming_the_key(opts, match):
     with pytest.raises(ValueError, match=match):
         build(FPN_GN, opts)
+
+
+@pytest.mark.parametrize("depth, blocks", [(18, 8), (34, 16)])
+def test_basic_block_resnet_matches_detectron2s(depth, blocks):
+    """R-18/34 (basic blocks): same names and shapes as detectron2's own GN ResNet,
+    the ReLU after conv1 fused, and the same features from the same weights."""
+    opts = ["MODEL.RESNETS.DEPTH", str(depth), "MODEL.RESNETS.NORM", "GN", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
+            "MODEL.BACKBONE.FREEZE_AT", "0", "MODEL.RESNETS.OUT_FEATURES", "['res2', 'res3', 'res4', 'res5']"]
+    cfg = tiny_config(FPN_GN, opts)
+    ours = build_resnet_gn_backbone(cfg, ShapeSpec(channels=3)).eval()
+    theirs = build_resnet_backbone(cfg, ShapeSpec(channels=3)).eval()
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
+    assert count_modules(ours, BasicBlock) == blocks
+    assert sum(m.activation == "relu" for m in ours.modules() if isinstance(m, GroupNorm)) == 1 + blocks
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for parameter in theirs.parameters():
+            parameter.uniform_(-0.2, 0.2)  # gamma and beta away from 1 and 0
+    ours.load_state_dict(theirs.state_dict())
+    image = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        expected, actual = theirs(image), ours(image)
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-4)
+
+
+def test_basic_block_zero_init_and_narrow_width():
+    opts = ["MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.NORM", "GN", "MODEL.RESNETS.RES2_OUT_CHANNELS", "32",
+            "MODEL.RESNETS.STEM_OUT_CHANNELS", "32", "MODEL.GN.NUM_GROUPS", "8", "MODEL.GN.ZERO_INIT_LAST_GAMMA", "True"]
+    backbone = build_resnet_gn_backbone(tiny_config(FPN_GN, opts), ShapeSpec(channels=3))
+    blocks = [m for m in backbone.modules() if isinstance(m, BasicBlock)]
+    assert [b.conv2.out_channels for b in blocks] == [32, 32, 64, 64, 128, 128, 256, 256]
+    last_norms = {id(block.conv2.norm) for block in blocks}
+    for module in backbone.modules():
+        if isinstance(module, GroupNorm):
+            assert torch.all(module.weight == (0.0 if id(module) in last_norms else 1.0))

@@ -43,11 +43,17 @@ class Trainer(DefaultTrainer):
         return COCOEvaluator(dataset_name, tasks=tasks, distributed=True, output_dir=output_folder)
 
 
-def setup(args):
-    """The frozen config: detectron2's defaults, MODEL.GN, the file, the overrides."""
+def load_config(config_file: str, opts):
+    """detectron2's defaults, MODEL.GN, the file, the ``KEY VALUE`` overrides."""
     cfg = gn_detection.add_gn_config(get_cfg())
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+def setup(args):
+    """The frozen config of ``args``, with detectron2's logging and output-dir set-up."""
+    cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg

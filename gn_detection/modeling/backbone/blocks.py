@@ -1,16 +1,25 @@
-"""ResNet stem and bottleneck block whose norms may apply the following ReLU.
+"""ResNet stem and blocks whose norms may apply the following ReLU.
 
-They are detectron2's ``BasicStem`` and ``BottleneckBlock`` (same modules, names
-and initialization); what they add is that, when the norm computes the ReLU
-itself (the fused GN+ReLU op), the block does not apply it a second time, and
-the optional zero initialization of the last norm's gamma.
+They are detectron2's ``BasicStem``, ``BasicBlock`` and ``BottleneckBlock`` (same
+modules, names and initialization); what they add is that, when the norm
+computes the ReLU itself (the fused GN+ReLU op), the block does not apply it a
+second time, and the optional zero initialization of the last norm's gamma.
 """
 
 import torch.nn.functional as F
-from detectron2.modeling.backbone.resnet import BasicStem, BottleneckBlock
+from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock
 from torch import nn
 
 from gn_detection.modeling.norm import NormSpec, fuse_following_relu
+
+
+def zero_init_gamma(conv: nn.Module, norm: NormSpec) -> None:
+    """Zeroes the gamma of ``conv``'s norm, so that a residual block starts as the identity."""
+    if not isinstance(conv.norm, (nn.GroupNorm, nn.BatchNorm2d)):
+        raise ValueError(
+            f"MODEL.GN.ZERO_INIT_LAST_GAMMA needs a norm with a trainable gamma, but {norm.key} is {norm.kind!r}"
+        )
+    nn.init.zeros_(conv.norm.weight)
 
 
 class FusedReLUStem(BasicStem):
@@ -64,13 +73,7 @@ class FusedReLUBottleneckBlock(BottleneckBlock):
         fused2 = fuse_following_relu(self.conv2, norm)
         self.relu_in_norm = fused1 and fused2
         if zero_init_last_gamma:
-            last = self.conv3.norm
-            if not isinstance(last, (nn.GroupNorm, nn.BatchNorm2d)):
-                raise ValueError(
-                    "MODEL.GN.ZERO_INIT_LAST_GAMMA needs a norm with a trainable gamma, "
-                    f"but {norm.key} is {norm.kind!r}"
-                )
-            nn.init.zeros_(last.weight)
+            zero_init_gamma(self.conv3, norm)
 
     def forward(self, x):
         out = self.conv1(x)
@@ -80,6 +83,29 @@ class FusedReLUBottleneckBlock(BottleneckBlock):
         if not self.relu_in_norm:
             out = F.relu_(out)
         out = self.conv3(out)
+        shortcut = x if self.shortcut is None else self.shortcut(x)
+        out += shortcut
+        return F.relu_(out)
+
+
+class FusedReLUBasicBlock(BasicBlock):
+    """detectron2's ``BasicBlock`` (two 3x3 convs, ResNet-18/34) with the ReLU
+    after conv1 fused into its norm when ``norm`` allows it; ``zero_init_last_gamma``
+    starts conv2's norm gamma at zero."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, *, norm: NormSpec, stride: int = 1, zero_init_last_gamma: bool = False
+    ):
+        super().__init__(in_channels, out_channels, stride=stride, norm=norm.detectron2_norm)
+        self.relu_in_norm = fuse_following_relu(self.conv1, norm)
+        if zero_init_last_gamma:
+            zero_init_gamma(self.conv2, norm)
+
+    def forward(self, x):
+        out = self.conv1(x)
+        if not self.relu_in_norm:
+            out = F.relu_(out)
+        out = self.conv2(out)
         shortcut = x if self.shortcut is None else self.shortcut(x)
         out += shortcut
         return F.relu_(out)
