@@ -20,11 +20,19 @@
 // Channels-first (memory (N, C, HxW)): one task per (n, g); a group's D*HxW
 // elements are contiguous, so the statistics pass and the normalize pass (and
 // the two backward passes) of a task run back to back on data still in cache.
+// Short channels (the RoI heads' 7x7 and 14x14) go a batch of groups at a time,
+// their channels walked as one span (see "Element loops over spans of short
+// channels").
 //
 // Channels-last (memory (N, HxW, C)): vectorized along C. Samples whose data
 // fits in L2 are one task each (statistics, then normalize, in cache); larger
 // samples are cut into row blocks processed in parallel, with the per-group
 // statistics merged between the two passes.
+//
+// Outputs too large to stay in cache (y, dx of kStreamBytes or more) are written
+// with streaming (non-temporal) stores where aligned: a plain store first reads
+// the line it writes (read-for-ownership), so streaming saves one of the two
+// memory transfers per output line.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -35,6 +43,10 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "../group_norm_math.h"
 #include "group_norm_cpu_kernels.h"
@@ -99,6 +111,26 @@ struct Access {
   static inline void store(S* p, Vec<A> v) {
     std::memcpy(p, &v, sizeof(v));
   }
+  // Streaming store of a whole vector; p must be aligned to kVecBytes.
+  static inline void stream(S* p, Vec<A> v) {
+#if defined(__x86_64__)
+    if constexpr (sizeof(A) == 4 && kVecBytes == 64) {
+      _mm512_stream_ps(reinterpret_cast<float*>(p), reinterpret_cast<__m512>(v));
+    } else if constexpr (sizeof(A) == 8 && kVecBytes == 64) {
+      _mm512_stream_pd(reinterpret_cast<double*>(p), reinterpret_cast<__m512d>(v));
+    } else if constexpr (sizeof(A) == 4 && kVecBytes == 32) {
+      _mm256_stream_ps(reinterpret_cast<float*>(p), reinterpret_cast<__m256>(v));
+    } else if constexpr (sizeof(A) == 8 && kVecBytes == 32) {
+      _mm256_stream_pd(reinterpret_cast<double*>(p), reinterpret_cast<__m256d>(v));
+    } else if constexpr (sizeof(A) == 4) {
+      _mm_stream_ps(reinterpret_cast<float*>(p), reinterpret_cast<__m128>(v));
+    } else {
+      _mm_stream_pd(reinterpret_cast<double*>(p), reinterpret_cast<__m128d>(v));
+    }
+#else
+    store(p, v);
+#endif
+  }
   static inline A load1(const S* p) {
     return *p;
   }
@@ -128,6 +160,9 @@ struct Access<c10::BFloat16, float> {
     const VecU16 narrow = __builtin_convertvector(result, VecU16);
     std::memcpy(p, &narrow, sizeof(narrow));
   }
+  static inline void stream(c10::BFloat16* p, Vec<float> v) {  // half a vector: not worth streaming
+    store(p, v);
+  }
   static inline float load1(const c10::BFloat16* p) {
     return static_cast<float>(*p);
   }
@@ -146,6 +181,9 @@ struct Access<c10::Half, float> {
   static inline void store(c10::Half* p, Vec<float> v) {
     const VecF16 h = __builtin_convertvector(v, VecF16);
     std::memcpy(p, &h, sizeof(h));
+  }
+  static inline void stream(c10::Half* p, Vec<float> v) {
+    store(p, v);
   }
   static inline float load1(const c10::Half* p) {
     return static_cast<float>(*p);
@@ -185,6 +223,38 @@ inline void prefetch_ahead(const S* p) {
 
 // Channels-last accumulation loops take this many rows per pass over C.
 constexpr int64_t kRowsTogether = 4;
+
+// Outputs of at least this many bytes are streamed (see the top of this file):
+// half the last-level cache of the machines measured, so the output would be
+// evicted before the next op reads it anyway.
+constexpr int64_t kStreamBytes = int64_t{16} << 20;
+
+// Whether the output `out` of `bytes` bytes is streamed: large, S as wide as A
+// (16-bit outputs are written half a vector at a time), and aligned.
+template <typename S, typename A>
+inline bool streams(const void* out, int64_t bytes) {
+  return sizeof(S) == sizeof(A) && bytes >= kStreamBytes && reinterpret_cast<uintptr_t>(out) % kVecBytes == 0;
+}
+
+// Orders this thread's streaming stores before whatever follows (they are
+// weakly ordered); called at the end of each task that streamed.
+inline void stream_fence(bool streamed) {
+#if defined(__x86_64__)
+  if (streamed) {
+    _mm_sfence();
+  }
+#endif
+}
+
+// Stores v at p (one vector), streaming when asked and p is aligned.
+template <typename S, typename A>
+inline void store_out(S* p, Vec<A> v, bool stream, bool aligned) {
+  if (stream && aligned) {
+    Access<S, A>::stream(p, v);
+  } else {
+    Access<S, A>::store(p, v);
+  }
+}
 
 // {0, 1, 2, ...} as a vector.
 template <typename A>
@@ -317,11 +387,12 @@ Moments<A> combine_pairwise(Moments<A>* moments, int64_t count, int64_t stride) 
 // ---------------------------------------------------------------------------
 // Element loops.
 
-// Runs vector_step(i) over out[i .. i + L) and scalar_step(i) so that every
-// index of [0, n) is written, storing through aligned vectors where it can:
-// a misaligned head and a short tail are done as full vectors that overlap
-// their neighbours (the same values written twice; outputs never alias inputs).
-// Misaligned 64-byte stores cost two cache-line writes each.
+// Runs vector_step(i, aligned) over out[i .. i + L) and scalar_step(i) so that
+// every index of [0, n) is written, storing through aligned vectors where it
+// can (`aligned` says which): a misaligned head and a short tail are done as
+// full vectors that overlap their neighbours (the same values written twice;
+// outputs never alias inputs). Misaligned 64-byte stores cost two cache-line
+// writes each.
 template <typename S, typename A, typename VectorStep, typename ScalarStep>
 inline void for_each_element(const S* out, int64_t n, const VectorStep& vector_step, const ScalarStep& scalar_step) {
   constexpr int64_t L = kLanes<A>;
@@ -334,28 +405,29 @@ inline void for_each_element(const S* out, int64_t n, const VectorStep& vector_s
   constexpr uintptr_t kStoreBytes = L * sizeof(S);  // one vector in S
   const auto address = reinterpret_cast<uintptr_t>(out);
   int64_t i = static_cast<int64_t>(((kStoreBytes - address % kStoreBytes) % kStoreBytes) / sizeof(S));
-  if (i != 0 && address % sizeof(S) == 0 && i < n) {
-    vector_step(0);
+  const bool aligned = address % sizeof(S) == 0;
+  if (i != 0 && aligned && i < n) {
+    vector_step(0, false);
   } else {
     i = 0;
   }
   for (; i + L <= n; i += L) {
-    vector_step(i);
+    vector_step(i, aligned);
   }
   if (i < n) {
-    vector_step(n - L);
+    vector_step(n - L, false);
   }
 }
 
 // y = normalize(x) (+ relu) over a contiguous span with one scale and beta.
 template <typename S, typename A, bool kRelu>
-void normalize_span(const S* x, S* y, int64_t n, A mean, A scale, A beta) {
+void normalize_span(const S* x, S* y, int64_t n, A mean, A scale, A beta, bool stream) {
   using Acc = Access<S, A>;
   for_each_element<S, A>(
       y, n,
-      [&](int64_t i) {
+      [&](int64_t i, bool aligned) {
         const Vec<A> z = math::normalize(Acc::load(x + i), mean, scale, beta);
-        Acc::store(y + i, kRelu ? math::relu(z) : z);
+        store_out<S, A>(y + i, kRelu ? math::relu(z) : z, stream, aligned);
       },
       [&](int64_t i) {
         const A z = math::normalize(Acc::load1(x + i), mean, scale, beta);
@@ -364,9 +436,11 @@ void normalize_span(const S* x, S* y, int64_t n, A mean, A scale, A beta) {
 }
 
 // Channels-last rows: y[r, c] = normalize(x[r, c]) with per-channel mean,
-// scale and beta (arrays of C).
+// scale and beta (arrays of C). `stream`: y's rows are aligned, so are its
+// full vectors, and they are streamed.
 template <typename S, typename A, bool kRelu>
-void normalize_rows(const S* x, S* y, int64_t rows, int64_t C, const A* mean, const A* scale, const A* beta) {
+void normalize_rows(
+    const S* x, S* y, int64_t rows, int64_t C, const A* mean, const A* scale, const A* beta, bool stream) {
   using Acc = Access<S, A>;
   using Own = Access<A, A>;
   constexpr int64_t L = kLanes<A>;
@@ -383,7 +457,7 @@ void normalize_rows(const S* x, S* y, int64_t rows, int64_t C, const A* mean, co
       for (int64_t k = 0; k < count; ++k) {
         prefetch_ahead(xr + k * C + c);
         const Vec<A> z = math::normalize(Acc::load(xr + k * C + c), m, sc, b);
-        Acc::store(yr + k * C + c, kRelu ? math::relu(z) : z);
+        store_out<S, A>(yr + k * C + c, kRelu ? math::relu(z) : z, stream, true);
       }
     }
     for (; c < C; ++c) {
@@ -464,14 +538,15 @@ void span_grad_sums(const S* dy, const S* x, int64_t n, A mean, A scale, A beta,
 
 template <typename S, typename A, bool kRelu>
 void span_input_grad(
-    const S* dy, const S* x, S* dx, int64_t n, A mean, A scale, A beta, A c1, math::InputGradCoefs<A> k) {
+    const S* dy, const S* x, S* dx, int64_t n, A mean, A scale, A beta, A c1, math::InputGradCoefs<A> k,
+    bool stream) {
   using Acc = Access<S, A>;
   for_each_element<S, A>(
       dx, n,
-      [&](int64_t i) {
+      [&](int64_t i, bool aligned) {
         const Vec<A> xv = Acc::load(x + i);
         const Vec<A> dz = pre_activation_grad<kRelu>(Acc::load(dy + i), xv, mean, scale, beta);
-        Acc::store(dx + i, math::input_grad(dz, xv, mean, c1, k));
+        store_out<S, A>(dx + i, math::input_grad(dz, xv, mean, c1, k), stream, aligned);
       },
       [&](int64_t i) {
         const A xv = Acc::load1(x + i);
@@ -534,7 +609,8 @@ struct ChannelGradCoefs {
 };
 
 template <typename S, typename A, bool kRelu>
-void rows_input_grad(const S* dy, const S* x, S* dx, int64_t rows, int64_t C, const ChannelGradCoefs<A>& k) {
+void rows_input_grad(
+    const S* dy, const S* x, S* dx, int64_t rows, int64_t C, const ChannelGradCoefs<A>& k, bool stream) {
   using Acc = Access<S, A>;
   using Own = Access<A, A>;
   constexpr int64_t L = kLanes<A>;
@@ -554,7 +630,7 @@ void rows_input_grad(const S* dy, const S* x, S* dx, int64_t rows, int64_t C, co
         const int64_t o = j * C + c;
         const Vec<A> xv = Acc::load(xr + o);
         const Vec<A> dz = pre_activation_grad<kRelu>(Acc::load(dyr + o), xv, m, sc, b);
-        Acc::store(dxr + o, math::input_grad(dz, xv, m, c1, coefs));
+        store_out<S, A>(dxr + o, math::input_grad(dz, xv, m, c1, coefs), stream, true);
       }
     }
     for (; c < C; ++c) {
@@ -567,6 +643,156 @@ void rows_input_grad(const S* dy, const S* x, S* dx, int64_t rows, int64_t C, co
       }
     }
   }
+}
+
+// ---------------------------------------------------------------------------
+// Element loops over spans of short channels.
+//
+// Channels-first channels of a few dozen elements (the 7x7 and 14x14 RoI
+// features of the box and mask heads) would spend per-channel loops on
+// misaligned heads and tails. Instead, consecutive channels are walked as one
+// span: a vector that straddles two channels takes each lane's coefficients
+// from its own channel (channels hold at least L elements, so a vector meets
+// at most two), and stores are aligned (and streamed when asked).
+
+// Whether channels of HxW elements are walked as spans.
+template <typename A>
+inline bool short_channels(int64_t HxW) {
+  return HxW >= kLanes<A> && HxW < 16 * kLanes<A>;
+}
+
+// Position in a span of whole channels of HxW >= L elements, moved forward
+// only: the channel of element i, and how many elements from i on are in it.
+class ChannelCursor {
+ public:
+  explicit ChannelCursor(int64_t HxW) : HxW_(HxW), end_(HxW) {}
+  void seek(int64_t i) {
+    while (i >= end_) {
+      ++channel_;
+      end_ += HxW_;
+    }
+  }
+  int64_t channel() const {
+    return channel_;
+  }
+  int64_t left_in_channel(int64_t i) const {
+    return end_ - i;
+  }
+
+ private:
+  int64_t HxW_;
+  int64_t channel_ = 0;
+  int64_t end_;
+};
+
+// Per-lane coefficients of the vector at a position whose first `split` lanes
+// are in channel c and the others in channel c + 1.
+template <typename A>
+inline Vec<A> lane_coefs(const A* coef, int64_t c, int64_t split, const Vec<A>& lanes) {
+  const Vec<A> first = Vec<A>{} + coef[c];
+  if (split >= kLanes<A>) {
+    return first;
+  }
+  return lanes < static_cast<A>(split) ? first : Vec<A>{} + coef[c + 1];
+}
+
+// y = normalize(x) (+ relu) over `channels` channels of HxW, with per-channel
+// mean, scale and beta.
+template <typename S, typename A, bool kRelu>
+void normalize_channels(
+    const S* x, S* y, int64_t channels, int64_t HxW, const A* mean, const A* scale, const A* beta, bool stream) {
+  using Acc = Access<S, A>;
+  const Vec<A> lanes = lane_index<A>();
+  ChannelCursor cursor(HxW);
+  for_each_element<S, A>(
+      y, channels * HxW,
+      [&](int64_t i, bool aligned) {
+        cursor.seek(i);
+        const int64_t c = cursor.channel(), split = cursor.left_in_channel(i);
+        const Vec<A> z = math::normalize(
+            Acc::load(x + i), lane_coefs(mean, c, split, lanes), lane_coefs(scale, c, split, lanes),
+            lane_coefs(beta, c, split, lanes));
+        store_out<S, A>(y + i, kRelu ? math::relu(z) : z, stream, aligned);
+      },
+      [&](int64_t) {});  // spans hold at least one vector
+}
+
+// Per-channel sum(dz) and sum(dz * (x - mean)) over `channels` channels of HxW,
+// into sum_dz[channels] and sum_dzxc[channels].
+template <typename S, typename A, bool kRelu>
+void channels_grad_sums(
+    const S* dy, const S* x, int64_t channels, int64_t HxW, const A* mean, const A* scale, const A* beta,
+    A* sum_dz, A* sum_dzxc) {
+  using Acc = Access<S, A>;
+  constexpr int64_t L = kLanes<A>;
+  const Vec<A> lanes = lane_index<A>();
+  const int64_t n = channels * HxW;
+  ChannelCursor cursor(HxW);
+  Vec<A> s{}, sx{};  // the current channel's partial sums
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    cursor.seek(i);
+    const int64_t c = cursor.channel(), split = cursor.left_in_channel(i);
+    const Vec<A> m = lane_coefs(mean, c, split, lanes);
+    const Vec<A> xv = Acc::load(x + i);
+    const Vec<A> dz = pre_activation_grad<kRelu>(
+        Acc::load(dy + i), xv, m, lane_coefs(scale, c, split, lanes), lane_coefs(beta, c, split, lanes));
+    const Vec<A> dzxc = dz * (xv - m);
+    if (split > L) {
+      s += dz;
+      sx += dzxc;
+      continue;
+    }
+    // Channel c ends in this vector: finish it, and start c + 1 with the rest.
+    const auto in_c = lanes < static_cast<A>(split);
+    sum_dz[c] = horizontal_sum<A>(s + (in_c ? dz : Vec<A>{}));
+    sum_dzxc[c] = horizontal_sum<A>(sx + (in_c ? dzxc : Vec<A>{}));
+    s = in_c ? Vec<A>{} : dz;
+    sx = in_c ? Vec<A>{} : dzxc;
+  }
+  if (i < n) {  // fewer than L elements left, all in the last channel
+    const int64_t c = channels - 1;
+    A tail = 0, tail_x = 0;
+    for (; i < n; ++i) {
+      const A xv = Acc::load1(x + i);
+      const A dz = pre_activation_grad<kRelu>(Acc::load1(dy + i), xv, mean[c], scale[c], beta[c]);
+      tail += dz;
+      tail_x += dz * (xv - mean[c]);
+    }
+    sum_dz[c] = horizontal_sum<A>(s) + tail;
+    sum_dzxc[c] = horizontal_sum<A>(sx) + tail_x;
+  }
+}
+
+// Per-channel coefficients of the input gradient over a span of channels.
+template <typename A>
+struct SpanGradCoefs {
+  A* mean;
+  A* scale;  // also c1
+  A* beta;
+  A* a;
+  A* b;
+};
+
+template <typename S, typename A, bool kRelu>
+void channels_input_grad(
+    const S* dy, const S* x, S* dx, int64_t channels, int64_t HxW, const SpanGradCoefs<A>& k, bool stream) {
+  using Acc = Access<S, A>;
+  const Vec<A> lanes = lane_index<A>();
+  ChannelCursor cursor(HxW);
+  for_each_element<S, A>(
+      dx, channels * HxW,
+      [&](int64_t i, bool aligned) {
+        cursor.seek(i);
+        const int64_t c = cursor.channel(), split = cursor.left_in_channel(i);
+        const Vec<A> m = lane_coefs(k.mean, c, split, lanes);
+        const Vec<A> sc = lane_coefs(k.scale, c, split, lanes);
+        const Vec<A> xv = Acc::load(x + i);
+        const Vec<A> dz = pre_activation_grad<kRelu>(Acc::load(dy + i), xv, m, sc, lane_coefs(k.beta, c, split, lanes));
+        const math::InputGradCoefs<Vec<A>> coefs{lane_coefs(k.a, c, split, lanes), lane_coefs(k.b, c, split, lanes)};
+        store_out<S, A>(dx + i, math::input_grad(dz, xv, m, sc, coefs), stream, aligned);
+      },
+      [&](int64_t) {});  // spans hold at least one vector
 }
 
 // ---------------------------------------------------------------------------
@@ -618,11 +844,70 @@ inline bool one_task_per_sample(int64_t N, int64_t sample_elements) {
   return sample_elements <= kSampleInCache && N >= at::get_num_threads();
 }
 
+// Whether channels-first output `out` (N * C spans of HxW) is streamed: spans
+// short enough to be mostly misaligned head and tail are not.
+template <typename S, typename A>
+inline bool streams_channels_first(const void* out, int64_t N, int64_t C, int64_t HxW) {
+  return HxW * static_cast<int64_t>(sizeof(S)) >= 16 * kVecBytes && streams<S, A>(out, N * C * HxW * sizeof(S));
+}
+
+// Whether channels-last output `out` (N * HxW rows of C) is streamed: needs
+// rows whose every full vector is aligned.
+template <typename S, typename A>
+inline bool streams_channels_last(const void* out, int64_t N, int64_t C, int64_t HxW) {
+  return C * static_cast<int64_t>(sizeof(S)) % kVecBytes == 0 && streams<S, A>(out, N * C * HxW * sizeof(S));
+}
+
 // ---------------------------------------------------------------------------
 // Forward.
 
+// Channels-first with short channels: tasks of consecutive groups, taken a
+// batch at a time (about kSpanChunk elements, in L1): statistics group by
+// group, then one normalize pass over the batch's channels as a span.
+template <typename S, typename P, typename A, bool kRelu>
+void forward_short_channels(const ForwardArgs& args, const AffineParams<P, A>& params) {
+  const S* X = static_cast<const S*>(args.x);
+  S* Y = static_cast<S*>(args.y);
+  A* mean_out = static_cast<A*>(args.mean);
+  A* rstd_out = static_cast<A*>(args.rstd);
+  const int64_t G = args.G, D = args.C / G, HxW = args.HxW;
+  const int64_t group_size = D * HxW;
+  const int64_t batch = std::max<int64_t>(1, kSpanChunk / group_size);
+  const A eps = static_cast<A>(args.eps);
+  const bool stream = streams<S, A>(Y, args.N * args.C * HxW * static_cast<int64_t>(sizeof(S)));
+  at::parallel_for(0, args.N * G, grain_for(group_size), [&](int64_t begin, int64_t end) {
+    std::vector<A> coefs(3 * batch * D);  // per channel of the batch: mean, scale, beta
+    A* mean_c = coefs.data();
+    A* scale_c = mean_c + batch * D;
+    A* beta_c = scale_c + batch * D;
+    for (int64_t first = begin; first < end; first += batch) {
+      const int64_t last = std::min(end, first + batch);
+      for (int64_t ng = first; ng < last; ++ng) {
+        const Moments<A> m = span_moments<S, A>(X + ng * group_size, group_size);
+        const A mean = math::mean_from_moments(m);
+        const A rstd = math::rstd_from_moments(m, eps);
+        mean_out[ng] = mean;
+        rstd_out[ng] = rstd;
+        const int64_t c0 = (ng % G) * D, j0 = (ng - first) * D;
+        for (int64_t d = 0; d < D; ++d) {
+          mean_c[j0 + d] = mean;
+          scale_c[j0 + d] = math::channel_scale(rstd, params.gamma[c0 + d]);
+          beta_c[j0 + d] = params.beta[c0 + d];
+        }
+      }
+      normalize_channels<S, A, kRelu>(
+          X + first * group_size, Y + first * group_size, (last - first) * D, HxW, mean_c, scale_c, beta_c, stream);
+    }
+    stream_fence(stream);
+  });
+}
+
 template <typename S, typename P, typename A, bool kRelu>
 void forward_channels_first(const ForwardArgs& args, const AffineParams<P, A>& params) {
+  if (short_channels<A>(args.HxW)) {
+    forward_short_channels<S, P, A, kRelu>(args, params);
+    return;
+  }
   const S* X = static_cast<const S*>(args.x);
   S* Y = static_cast<S*>(args.y);
   A* mean_out = static_cast<A*>(args.mean);
@@ -631,6 +916,7 @@ void forward_channels_first(const ForwardArgs& args, const AffineParams<P, A>& p
   const int64_t D = args.C / G;
   const int64_t group_size = D * args.HxW;
   const A eps = static_cast<A>(args.eps);
+  const bool stream = streams_channels_first<S, A>(Y, args.N, args.C, args.HxW);
   at::parallel_for(0, args.N * G, grain_for(group_size), [&](int64_t begin, int64_t end) {
     for (int64_t ng = begin; ng < end; ++ng) {
       const S* x = X + ng * group_size;
@@ -643,9 +929,11 @@ void forward_channels_first(const ForwardArgs& args, const AffineParams<P, A>& p
       const int64_t c0 = (ng % G) * D;
       for (int64_t d = 0; d < D; ++d) {
         const A scale = math::channel_scale(rstd, params.gamma[c0 + d]);
-        normalize_span<S, A, kRelu>(x + d * args.HxW, y + d * args.HxW, args.HxW, mean, scale, params.beta[c0 + d]);
+        normalize_span<S, A, kRelu>(
+            x + d * args.HxW, y + d * args.HxW, args.HxW, mean, scale, params.beta[c0 + d], stream);
       }
     }
+    stream_fence(stream);
   });
 }
 
@@ -699,14 +987,32 @@ void block_group_moments(
       }
     }
   }
+  // Each channel's mean (relative to ref) and M2, in place of shift and dev2;
+  // then each group's moments. The channels of a block all count `rows` values,
+  // so a group's mean is the mean of its channels' means and its M2 the sum of
+  // theirs plus rows * the spread of the means: no divisions in the loop.
+  const A count = static_cast<A>(rows);
+  const A inv_count = A(1) / count;
+  for (int64_t c = 0; c < C; ++c) {
+    const A correction = dev[c] * inv_count;
+    shift[c] += correction;
+    dev2[c] = std::max(dev2[c] - dev[c] * correction, A(0));
+  }
   const int64_t D = C / G;
-  std::vector<Moments<A>> channel(D);
+  const A inv_D = A(1) / static_cast<A>(D);
   for (int64_t g = 0; g < G; ++g) {
+    const A* means = shift + g * D;
+    const A* m2s = dev2 + g * D;
+    A mean = 0, m2 = 0, spread = 0;
     for (int64_t d = 0; d < D; ++d) {
-      const int64_t c = g * D + d;
-      channel[d] = math::moments_from_shifted_sums<A>(static_cast<A>(rows), shift[c], dev[c], dev2[c]);
+      mean += means[d];
+      m2 += m2s[d];
     }
-    out[g] = combine_pairwise(channel.data(), D, 1);
+    mean *= inv_D;
+    for (int64_t d = 0; d < D; ++d) {
+      spread += (means[d] - mean) * (means[d] - mean);
+    }
+    out[g] = Moments<A>{count * static_cast<A>(D), mean, m2 + count * spread};
   }
 }
 
@@ -715,9 +1021,11 @@ template <typename P, typename A>
 void channel_affine(
     const AffineParams<P, A>& params, const A* mean, const A* rstd, int64_t C, int64_t G, A* mean_c, A* scale_c) {
   const int64_t D = C / G;
-  for (int64_t c = 0; c < C; ++c) {
-    mean_c[c] = mean[c / D];
-    scale_c[c] = math::channel_scale(rstd[c / D], params.gamma[c]);
+  for (int64_t g = 0; g < G; ++g) {
+    for (int64_t c = g * D; c < (g + 1) * D; ++c) {
+      mean_c[c] = mean[g];
+      scale_c[c] = math::channel_scale(rstd[g], params.gamma[c]);
+    }
   }
 }
 
@@ -732,14 +1040,15 @@ void forward_channels_last(const ForwardArgs& args, const AffineParams<P, A>& pa
   const int64_t rows = rows_per_block(HxW);
   const int64_t blocks = (HxW + rows - 1) / rows;
   const int64_t sample = HxW * C;
+  const bool stream = streams_channels_last<S, A>(Y, N, C, HxW);
 
   const int64_t D = C / G;
   auto block_rows = [&](int64_t b) { return std::min(rows, HxW - b * rows); };
   // Each group's statistics are gathered relative to the sample's first value
   // of the group (as in span_moments): ref[c] for the channels of group g.
   auto group_refs = [&](const S* x, A* ref) {
-    for (int64_t c = 0; c < C; ++c) {
-      ref[c] = Access<S, A>::load1(x + (c / D) * D);
+    for (int64_t g = 0; g < G; ++g) {
+      std::fill_n(ref + g * D, D, Access<S, A>::load1(x + g * D));
     }
   };
   // Statistics of sample n from the moments of its blocks ([blocks][G]).
@@ -767,8 +1076,9 @@ void forward_channels_last(const ForwardArgs& args, const AffineParams<P, A>& pa
         }
         finish_stats(n, moments.data(), ref.data(), mean_c.data(), scale_c.data());
         normalize_rows<S, A, kRelu>(
-            X + n * sample, Y + n * sample, HxW, C, mean_c.data(), scale_c.data(), params.beta.data());
+            X + n * sample, Y + n * sample, HxW, C, mean_c.data(), scale_c.data(), params.beta.data(), stream);
       }
+      stream_fence(stream);
     });
     return;
   }
@@ -792,8 +1102,10 @@ void forward_channels_last(const ForwardArgs& args, const AffineParams<P, A>& pa
     at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         normalize_rows<S, A, kRelu>(
-            x + b * rows * C, y + b * rows * C, block_rows(b), C, mean_c.data(), scale_c.data(), params.beta.data());
+            x + b * rows * C, y + b * rows * C, block_rows(b), C, mean_c.data(), scale_c.data(), params.beta.data(),
+            stream);
       }
+      stream_fence(stream);
     });
   }
 }
@@ -830,9 +1142,13 @@ void weight_grads(const BackwardArgs& args, const A* sum_dz, const A* sum_dzxc) 
   // so memory is read in order.
   at::parallel_for(0, C, grain_for(N), [&](int64_t begin, int64_t end) {
     std::vector<A> dg(end - begin, A(0)), db(end - begin, A(0));
+    std::vector<int64_t> group(end - begin);  // no integer division in the loop below
+    for (int64_t c = begin; c < end; ++c) {
+      group[c - begin] = c / D;
+    }
     for (int64_t n = 0; n < N; ++n) {
       for (int64_t c = begin; c < end; ++c) {
-        dg[c - begin] += math::weight_grad_term(sum_dzxc[n * C + c], rstd[n * G + c / D]);
+        dg[c - begin] += math::weight_grad_term(sum_dzxc[n * C + c], rstd[n * G + group[c - begin]]);
         db[c - begin] += sum_dz[n * C + c];
       }
     }
@@ -855,8 +1171,58 @@ math::InputGradCoefs<A> group_coefs(
   return math::input_grad_coefs(g_dz, g_dzxc, rstd, count);
 }
 
+// Channels-first backward with short channels: batches as in
+// forward_short_channels; per-channel sums over the batch's span, then the
+// input gradient over it.
+template <typename S, typename P, typename A, bool kRelu>
+void backward_short_channels(const BackwardArgs& args, const AffineParams<P, A>& params, A* sum_dz, A* sum_dzxc) {
+  const S* DY = static_cast<const S*>(args.dy);
+  const S* X = static_cast<const S*>(args.x);
+  S* DX = static_cast<S*>(args.dx);
+  const A* mean = static_cast<const A*>(args.mean);
+  const A* rstd = static_cast<const A*>(args.rstd);
+  const int64_t G = args.G, D = args.C / G, HxW = args.HxW;
+  const int64_t group_size = D * HxW;
+  const int64_t batch = std::max<int64_t>(1, kSpanChunk / group_size);
+  const bool stream = streams<S, A>(DX, args.N * args.C * HxW * static_cast<int64_t>(sizeof(S)));
+  at::parallel_for(0, args.N * G, grain_for(group_size), [&](int64_t begin, int64_t end) {
+    std::vector<A> coefs(5 * batch * D);  // per channel of the batch: mean, scale, beta, a, b
+    const int64_t B = batch * D;
+    const SpanGradCoefs<A> k{coefs.data(), coefs.data() + B, coefs.data() + 2 * B, coefs.data() + 3 * B,
+                             coefs.data() + 4 * B};
+    for (int64_t first = begin; first < end; first += batch) {
+      const int64_t last = std::min(end, first + batch);
+      const int64_t channels = (last - first) * D;
+      for (int64_t ng = first; ng < last; ++ng) {
+        const int64_t c0 = (ng % G) * D, j0 = (ng - first) * D;
+        for (int64_t d = 0; d < D; ++d) {
+          k.mean[j0 + d] = mean[ng];
+          k.scale[j0 + d] = math::channel_scale(rstd[ng], params.gamma[c0 + d]);
+          k.beta[j0 + d] = params.beta[c0 + d];
+        }
+      }
+      const int64_t offset = first * group_size;
+      channels_grad_sums<S, A, kRelu>(
+          DY + offset, X + offset, channels, HxW, k.mean, k.scale, k.beta, sum_dz + first * D, sum_dzxc + first * D);
+      for (int64_t ng = first; ng < last; ++ng) {
+        const int64_t c0 = (ng % G) * D, j0 = (ng - first) * D;
+        const auto g = group_coefs(params, sum_dz + ng * D, sum_dzxc + ng * D, c0, D, rstd[ng],
+                                   static_cast<A>(group_size));
+        std::fill_n(k.a + j0, D, g.a);
+        std::fill_n(k.b + j0, D, g.b);
+      }
+      channels_input_grad<S, A, kRelu>(DY + offset, X + offset, DX + offset, channels, HxW, k, stream);
+    }
+    stream_fence(stream);
+  });
+}
+
 template <typename S, typename P, typename A, bool kRelu>
 void backward_channels_first(const BackwardArgs& args, const AffineParams<P, A>& params, A* sum_dz, A* sum_dzxc) {
+  if (short_channels<A>(args.HxW)) {
+    backward_short_channels<S, P, A, kRelu>(args, params, sum_dz, sum_dzxc);
+    return;
+  }
   const S* DY = static_cast<const S*>(args.dy);
   const S* X = static_cast<const S*>(args.x);
   S* DX = static_cast<S*>(args.dx);
@@ -864,6 +1230,7 @@ void backward_channels_first(const BackwardArgs& args, const AffineParams<P, A>&
   const A* rstd = static_cast<const A*>(args.rstd);
   const int64_t C = args.C, G = args.G, HxW = args.HxW, D = C / G;
   const int64_t group_size = D * HxW;
+  const bool stream = streams_channels_first<S, A>(DX, args.N, C, HxW);
   at::parallel_for(0, args.N * G, grain_for(group_size), [&](int64_t begin, int64_t end) {
     for (int64_t ng = begin; ng < end; ++ng) {
       const int64_t n = ng / G, c0 = (ng % G) * D;
@@ -880,9 +1247,10 @@ void backward_channels_first(const BackwardArgs& args, const AffineParams<P, A>&
       for (int64_t d = 0; d < D; ++d) {
         const A scale = math::channel_scale(r, params.gamma[c0 + d]);
         const int64_t o = offset + d * HxW;
-        span_input_grad<S, A, kRelu>(DY + o, X + o, DX + o, HxW, m, scale, params.beta[c0 + d], scale, k);
+        span_input_grad<S, A, kRelu>(DY + o, X + o, DX + o, HxW, m, scale, params.beta[c0 + d], scale, k, stream);
       }
     }
+    stream_fence(stream);
   });
 }
 
@@ -915,6 +1283,7 @@ void backward_channels_last(const BackwardArgs& args, const AffineParams<P, A>& 
   const int64_t sample = HxW * C;
   const A count = static_cast<A>(HxW * (C / G));
   const A* beta = params.beta.data();
+  const bool stream = streams_channels_last<S, A>(DX, N, C, HxW);
 
   // Per-sample coefficient arrays: mean, scale, a, b (c1 = scale).
   auto coefs_of = [&](int64_t n, A* k) {
@@ -939,8 +1308,9 @@ void backward_channels_last(const BackwardArgs& args, const AffineParams<P, A>& 
         rows_grad_sums<S, A, kRelu>(
             DY + n * sample, X + n * sample, HxW, C, k.data(), k.data() + C, beta, sum_dz + n * C, sum_dzxc + n * C);
         const auto coefs = coefs_of(n, k.data());
-        rows_input_grad<S, A, kRelu>(DY + n * sample, X + n * sample, DX + n * sample, HxW, C, coefs);
+        rows_input_grad<S, A, kRelu>(DY + n * sample, X + n * sample, DX + n * sample, HxW, C, coefs, stream);
       }
+      stream_fence(stream);
     });
     return;
   }
@@ -975,8 +1345,9 @@ void backward_channels_last(const BackwardArgs& args, const AffineParams<P, A>& 
     at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         const int64_t o = offset + b * rows * C;
-        rows_input_grad<S, A, kRelu>(DY + o, X + o, DX + o, block_rows(b), C, coefs);
+        rows_input_grad<S, A, kRelu>(DY + o, X + o, DX + o, block_rows(b), C, coefs, stream);
       }
+      stream_fence(stream);
     });
   }
 }
