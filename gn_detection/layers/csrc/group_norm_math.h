@@ -73,15 +73,22 @@ GN_HOST_DEVICE Moments<T> moments_combine(Moments<T> a, Moments<T> b) {
 // block's mean (its plain sum / count), `dev` = sum(x - shift) and
 // `dev2` = sum((x - shift)^2). The correction by `dev` makes the result exact
 // to rounding even when `shift` is off by a few ulps ("corrected two-pass").
+// `inv_count` is 1 / count, computed by the caller before the sums are known so
+// that no division waits on them (CPU kernels with many small groups).
 template <typename T>
-GN_HOST_DEVICE Moments<T> moments_from_shifted_sums(T count, T shift, T dev, T dev2) {
+GN_HOST_DEVICE Moments<T> moments_from_shifted_sums(T count, T inv_count, T shift, T dev, T dev2) {
   if (count == T(0)) {
     return empty_moments<T>();
   }
-  const T correction = dev / count;
+  const T correction = dev * inv_count;
   T m2 = dev2 - dev * correction;
   m2 = m2 < T(0) ? T(0) : m2;
   return Moments<T>{count, shift + correction, m2};
+}
+
+template <typename T>
+GN_HOST_DEVICE Moments<T> moments_from_shifted_sums(T count, T shift, T dev, T dev2) {
+  return moments_from_shifted_sums(count, count == T(0) ? T(0) : T(1) / count, shift, dev, dev2);
 }
 
 template <typename T>
@@ -97,14 +104,20 @@ GN_HOST_DEVICE T gn_sqrt(T v) {
 // rounding and is clamped; NaN passes through (NaN < 0 is false), so a group
 // holding NaN or inf normalizes to NaN as in torch.nn.functional.group_norm.
 // An empty group (count 0) gets NaN statistics, like torch.mean of nothing.
+// `inv_count` as in moments_from_shifted_sums.
 template <typename T>
-GN_HOST_DEVICE T rstd_from_moments(Moments<T> s, T eps) {
+GN_HOST_DEVICE T rstd_from_moments(Moments<T> s, T eps, T inv_count) {
   if (s.count == T(0)) {
     return T(NAN);
   }
-  T var = s.m2 / s.count;
+  T var = s.m2 * inv_count;
   var = var < T(0) ? T(0) : var;
   return T(1) / gn_sqrt(var + eps);
+}
+
+template <typename T>
+GN_HOST_DEVICE T rstd_from_moments(Moments<T> s, T eps) {
+  return rstd_from_moments(s, eps, s.count == T(0) ? T(0) : T(1) / s.count);
 }
 
 template <typename T>

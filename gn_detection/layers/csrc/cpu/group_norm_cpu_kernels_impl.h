@@ -309,6 +309,7 @@ template <typename S, typename A>
 Moments<A> chunk_moments(const S* x, int64_t n, A ref) {
   using Acc = Access<S, A>;
   constexpr int64_t L = kLanes<A>;
+  const A inv_n = A(1) / static_cast<A>(n);  // ahead of the sums: no division waits on them
   Vec<A> s0{}, s1{};
   int64_t i = 0;
   for (; i + 2 * L <= n; i += 2 * L) {
@@ -322,7 +323,7 @@ Moments<A> chunk_moments(const S* x, int64_t n, A ref) {
   for (; i < n; ++i) {
     sum += Acc::load1(x + i) - ref;
   }
-  const A shift = sum / static_cast<A>(n);
+  const A shift = sum * inv_n;
   // Two accumulator pairs: the adds of one iteration do not wait on the last.
   Vec<A> d0{}, d1{}, q0{}, q1{};
   i = 0;
@@ -346,7 +347,7 @@ Moments<A> chunk_moments(const S* x, int64_t n, A ref) {
     dev += v;
     dev2 += v * v;
   }
-  return math::moments_from_shifted_sums<A>(static_cast<A>(n), shift, dev, dev2);
+  return math::moments_from_shifted_sums<A>(static_cast<A>(n), inv_n, shift, dev, dev2);
 }
 
 // Moments of a contiguous span of n > 0 elements. They are gathered relative
@@ -654,6 +655,12 @@ void rows_input_grad(
 // span: a vector that straddles two channels takes each lane's coefficients
 // from its own channel (channels hold at least L elements, so a vector meets
 // at most two), and stores are aligned (and streamed when asked).
+//
+// The loops have no data-dependent branches: where channels end falls at a
+// different lane of each vector, a pattern the branch predictor cannot learn,
+// so the two channels' coefficients are always blended and the channel index
+// advanced by a comparison. Coefficient arrays hold one padding element past
+// the span's last channel (read, never used).
 
 // Whether channels of HxW elements are walked as spans.
 template <typename A>
@@ -661,60 +668,81 @@ inline bool short_channels(int64_t HxW) {
   return HxW >= kLanes<A> && HxW < 16 * kLanes<A>;
 }
 
-// Position in a span of whole channels of HxW >= L elements, moved forward
-// only: the channel of element i, and how many elements from i on are in it.
-class ChannelCursor {
+// The first index of out[0 .. n) from which L-vector stores are aligned, or 0
+// when none are (see for_each_element).
+template <typename S, typename A>
+inline int64_t first_aligned(const S* out, int64_t n) {
+  constexpr uintptr_t kStoreBytes = kLanes<A> * sizeof(S);
+  const auto address = reinterpret_cast<uintptr_t>(out);
+  const int64_t i = static_cast<int64_t>(((kStoreBytes - address % kStoreBytes) % kStoreBytes) / sizeof(S));
+  return address % sizeof(S) == 0 && i < n ? i : 0;
+}
+
+// Walks the vectors of a span of whole channels of HxW >= L elements, in
+// order: the channel of the vector at i, and which of its lanes are in it
+// (the others are in the next channel).
+template <typename A>
+class ChannelWalk {
  public:
-  explicit ChannelCursor(int64_t HxW) : HxW_(HxW), end_(HxW) {}
-  void seek(int64_t i) {
-    while (i >= end_) {
-      ++channel_;
-      end_ += HxW_;
-    }
-  }
+  explicit ChannelWalk(int64_t HxW) : HxW_(HxW), end_(HxW), lanes_(lane_index<A>()) {}
+
   int64_t channel() const {
     return channel_;
   }
-  int64_t left_in_channel(int64_t i) const {
-    return end_ - i;
+  // Lanes of the vector at i that are in channel(): all when the channel goes on past it.
+  auto in_channel(int64_t i) const {
+    return lanes_ < static_cast<A>(end_ - i);
+  }
+  // The coefficient of each lane of the vector at i.
+  template <typename Mask>
+  Vec<A> coefs(const A* coef, Mask in) const {
+    return in ? Vec<A>{} + coef[channel_] : Vec<A>{} + coef[channel_ + 1];
+  }
+  // Moves on from the vector at i to the one at i + L; returns whether the
+  // channel ended within it.
+  bool next(int64_t i) {
+    const bool ended = end_ <= i + kLanes<A>;
+    channel_ += ended;
+    end_ += ended ? HxW_ : 0;
+    return ended;
   }
 
  private:
   int64_t HxW_;
   int64_t channel_ = 0;
   int64_t end_;
+  Vec<A> lanes_;
 };
 
-// Per-lane coefficients of the vector at a position whose first `split` lanes
-// are in channel c and the others in channel c + 1.
-template <typename A>
-inline Vec<A> lane_coefs(const A* coef, int64_t c, int64_t split, const Vec<A>& lanes) {
-  const Vec<A> first = Vec<A>{} + coef[c];
-  if (split >= kLanes<A>) {
-    return first;
-  }
-  return lanes < static_cast<A>(split) ? first : Vec<A>{} + coef[c + 1];
-}
-
 // y = normalize(x) (+ relu) over `channels` channels of HxW, with per-channel
-// mean, scale and beta.
+// mean, scale and beta (each padded by one element).
 template <typename S, typename A, bool kRelu>
 void normalize_channels(
     const S* x, S* y, int64_t channels, int64_t HxW, const A* mean, const A* scale, const A* beta, bool stream) {
   using Acc = Access<S, A>;
-  const Vec<A> lanes = lane_index<A>();
-  ChannelCursor cursor(HxW);
-  for_each_element<S, A>(
-      y, channels * HxW,
-      [&](int64_t i, bool aligned) {
-        cursor.seek(i);
-        const int64_t c = cursor.channel(), split = cursor.left_in_channel(i);
-        const Vec<A> z = math::normalize(
-            Acc::load(x + i), lane_coefs(mean, c, split, lanes), lane_coefs(scale, c, split, lanes),
-            lane_coefs(beta, c, split, lanes));
-        store_out<S, A>(y + i, kRelu ? math::relu(z) : z, stream, aligned);
-      },
-      [&](int64_t) {});  // spans hold at least one vector
+  constexpr int64_t L = kLanes<A>;
+  const int64_t n = channels * HxW;
+  auto in_one_channel = [&](int64_t i, int64_t c) {  // a vector within channel c, stored unaligned
+    const Vec<A> z = math::normalize(Acc::load(x + i), mean[c], scale[c], beta[c]);
+    Acc::store(y + i, kRelu ? math::relu(z) : z);
+  };
+  // A misaligned first vector and the last one overlap their neighbours and lie
+  // in the first and last channels (HxW >= L).
+  int64_t i = first_aligned<S, A>(y, n);
+  const bool aligned = i != 0 || reinterpret_cast<uintptr_t>(y) % (L * sizeof(S)) == 0;
+  if (i != 0) {
+    in_one_channel(0, 0);
+  }
+  ChannelWalk<A> walk(HxW);  // the vector at i < L is in channel 0
+  for (; i + L <= n; i += L) {
+    const auto in = walk.in_channel(i);
+    const Vec<A> z = math::normalize(Acc::load(x + i), walk.coefs(mean, in), walk.coefs(scale, in), walk.coefs(beta, in));
+    store_out<S, A>(y + i, kRelu ? math::relu(z) : z, stream, aligned);
+    walk.next(i);
+  }
+  if (i < n) {
+    in_one_channel(n - L, channels - 1);
+  }
 }
 
 // Per-channel sum(dz) and sum(dz * (x - mean)) over `channels` channels of HxW,
@@ -727,16 +755,16 @@ void channels_grad_sums(
   constexpr int64_t L = kLanes<A>;
   const Vec<A> lanes = lane_index<A>();
   const int64_t n = channels * HxW;
-  ChannelCursor cursor(HxW);
+  int64_t c = 0, end = HxW;  // the current channel and where it ends
   Vec<A> s{}, sx{};  // the current channel's partial sums
   int64_t i = 0;
   for (; i + L <= n; i += L) {
-    cursor.seek(i);
-    const int64_t c = cursor.channel(), split = cursor.left_in_channel(i);
-    const Vec<A> m = lane_coefs(mean, c, split, lanes);
+    const int64_t split = end - i;
+    const auto in_c = lanes < static_cast<A>(split);
+    auto coefs = [&](const A* coef) { return in_c ? Vec<A>{} + coef[c] : Vec<A>{} + coef[c + 1]; };
+    const Vec<A> m = coefs(mean);
     const Vec<A> xv = Acc::load(x + i);
-    const Vec<A> dz = pre_activation_grad<kRelu>(
-        Acc::load(dy + i), xv, m, lane_coefs(scale, c, split, lanes), lane_coefs(beta, c, split, lanes));
+    const Vec<A> dz = pre_activation_grad<kRelu>(Acc::load(dy + i), xv, m, coefs(scale), coefs(beta));
     const Vec<A> dzxc = dz * (xv - m);
     if (split > L) {
       s += dz;
@@ -744,11 +772,12 @@ void channels_grad_sums(
       continue;
     }
     // Channel c ends in this vector: finish it, and start c + 1 with the rest.
-    const auto in_c = lanes < static_cast<A>(split);
     sum_dz[c] = horizontal_sum<A>(s + (in_c ? dz : Vec<A>{}));
     sum_dzxc[c] = horizontal_sum<A>(sx + (in_c ? dzxc : Vec<A>{}));
     s = in_c ? Vec<A>{} : dz;
     sx = in_c ? Vec<A>{} : dzxc;
+    ++c;
+    end += HxW;
   }
   if (i < n) {  // fewer than L elements left, all in the last channel
     const int64_t c = channels - 1;
@@ -764,7 +793,8 @@ void channels_grad_sums(
   }
 }
 
-// Per-channel coefficients of the input gradient over a span of channels.
+// Per-channel coefficients of the input gradient over a span of channels
+// (each array padded by one element).
 template <typename A>
 struct SpanGradCoefs {
   A* mean;
@@ -778,21 +808,33 @@ template <typename S, typename A, bool kRelu>
 void channels_input_grad(
     const S* dy, const S* x, S* dx, int64_t channels, int64_t HxW, const SpanGradCoefs<A>& k, bool stream) {
   using Acc = Access<S, A>;
-  const Vec<A> lanes = lane_index<A>();
-  ChannelCursor cursor(HxW);
-  for_each_element<S, A>(
-      dx, channels * HxW,
-      [&](int64_t i, bool aligned) {
-        cursor.seek(i);
-        const int64_t c = cursor.channel(), split = cursor.left_in_channel(i);
-        const Vec<A> m = lane_coefs(k.mean, c, split, lanes);
-        const Vec<A> sc = lane_coefs(k.scale, c, split, lanes);
-        const Vec<A> xv = Acc::load(x + i);
-        const Vec<A> dz = pre_activation_grad<kRelu>(Acc::load(dy + i), xv, m, sc, lane_coefs(k.beta, c, split, lanes));
-        const math::InputGradCoefs<Vec<A>> coefs{lane_coefs(k.a, c, split, lanes), lane_coefs(k.b, c, split, lanes)};
-        store_out<S, A>(dx + i, math::input_grad(dz, xv, m, sc, coefs), stream, aligned);
-      },
-      [&](int64_t) {});  // spans hold at least one vector
+  constexpr int64_t L = kLanes<A>;
+  const int64_t n = channels * HxW;
+  auto in_one_channel = [&](int64_t i, int64_t c) {  // as in normalize_channels
+    const A m = k.mean[c], sc = k.scale[c];
+    const Vec<A> xv = Acc::load(x + i);
+    const Vec<A> dz = pre_activation_grad<kRelu>(Acc::load(dy + i), xv, m, sc, k.beta[c]);
+    Acc::store(dx + i, math::input_grad(dz, xv, m, sc, math::InputGradCoefs<A>{k.a[c], k.b[c]}));
+  };
+  int64_t i = first_aligned<S, A>(dx, n);
+  const bool aligned = i != 0 || reinterpret_cast<uintptr_t>(dx) % (L * sizeof(S)) == 0;
+  if (i != 0) {
+    in_one_channel(0, 0);
+  }
+  ChannelWalk<A> walk(HxW);
+  for (; i + L <= n; i += L) {
+    const auto in = walk.in_channel(i);
+    const Vec<A> m = walk.coefs(k.mean, in);
+    const Vec<A> sc = walk.coefs(k.scale, in);
+    const Vec<A> xv = Acc::load(x + i);
+    const Vec<A> dz = pre_activation_grad<kRelu>(Acc::load(dy + i), xv, m, sc, walk.coefs(k.beta, in));
+    const math::InputGradCoefs<Vec<A>> coefs{walk.coefs(k.a, in), walk.coefs(k.b, in)};
+    store_out<S, A>(dx + i, math::input_grad(dz, xv, m, sc, coefs), stream, aligned);
+    walk.next(i);
+  }
+  if (i < n) {
+    in_one_channel(n - L, channels - 1);
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -874,18 +916,20 @@ void forward_short_channels(const ForwardArgs& args, const AffineParams<P, A>& p
   const int64_t group_size = D * HxW;
   const int64_t batch = std::max<int64_t>(1, kSpanChunk / group_size);
   const A eps = static_cast<A>(args.eps);
+  const A inv_group_size = A(1) / static_cast<A>(group_size);
   const bool stream = streams<S, A>(Y, args.N * args.C * HxW * static_cast<int64_t>(sizeof(S)));
   at::parallel_for(0, args.N * G, grain_for(group_size), [&](int64_t begin, int64_t end) {
-    std::vector<A> coefs(3 * batch * D);  // per channel of the batch: mean, scale, beta
+    const int64_t B = batch * D + 1;  // per channel of the batch, and padding
+    std::vector<A> coefs(3 * B);        // mean, scale, beta
     A* mean_c = coefs.data();
-    A* scale_c = mean_c + batch * D;
-    A* beta_c = scale_c + batch * D;
+    A* scale_c = mean_c + B;
+    A* beta_c = scale_c + B;
     for (int64_t first = begin; first < end; first += batch) {
       const int64_t last = std::min(end, first + batch);
       for (int64_t ng = first; ng < last; ++ng) {
         const Moments<A> m = span_moments<S, A>(X + ng * group_size, group_size);
         const A mean = math::mean_from_moments(m);
-        const A rstd = math::rstd_from_moments(m, eps);
+        const A rstd = math::rstd_from_moments(m, eps, inv_group_size);
         mean_out[ng] = mean;
         rstd_out[ng] = rstd;
         const int64_t c0 = (ng % G) * D, j0 = (ng - first) * D;
@@ -1186,8 +1230,8 @@ void backward_short_channels(const BackwardArgs& args, const AffineParams<P, A>&
   const int64_t batch = std::max<int64_t>(1, kSpanChunk / group_size);
   const bool stream = streams<S, A>(DX, args.N * args.C * HxW * static_cast<int64_t>(sizeof(S)));
   at::parallel_for(0, args.N * G, grain_for(group_size), [&](int64_t begin, int64_t end) {
-    std::vector<A> coefs(5 * batch * D);  // per channel of the batch: mean, scale, beta, a, b
-    const int64_t B = batch * D;
+    const int64_t B = batch * D + 1;  // per channel of the batch, and padding
+    std::vector<A> coefs(5 * B);        // mean, scale, beta, a, b
     const SpanGradCoefs<A> k{coefs.data(), coefs.data() + B, coefs.data() + 2 * B, coefs.data() + 3 * B,
                              coefs.data() + 4 * B};
     for (int64_t first = begin; first < end; first += batch) {
