@@ -25,6 +25,7 @@ compare.json hold their val AP side by side.
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import sys
@@ -35,6 +36,7 @@ sys.path.insert(0, os.path.join(REPO, "tools"))
 
 from detectron2.data import DatasetCatalog  # noqa: E402
 from detectron2.engine import default_argument_parser  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import export_checkpoint  # noqa: E402  (tools/)
 import train_net  # noqa: E402  (tools/)
@@ -97,6 +99,13 @@ def prepare_dataset(args):
 
 def train(config_file: str, output_dir: str, opts) -> dict:
     """One run of tools/train_net.py's main (train, then evaluate); returns its last results."""
+    # detectron2's setup_logger adds console and file handlers per output folder;
+    # drop those of a previous run so that each run logs once, to its own log.txt.
+    setup_logger.cache_clear()
+    for name in ("detectron2", "fvcore"):
+        for handler in list(logging.getLogger(name).handlers):
+            logging.getLogger(name).removeHandler(handler)
+            handler.close()
     arguments = default_argument_parser().parse_args(["--config-file", config_file, "OUTPUT_DIR", output_dir, *opts])
     return train_net.main(arguments)
 
