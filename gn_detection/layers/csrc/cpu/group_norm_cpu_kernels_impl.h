@@ -20,9 +20,6 @@
 // Channels-first (memory (N, C, HxW)): one task per (n, g); a group's D*HxW
 // elements are contiguous, so the statistics pass and the normalize pass (and
 // the two backward passes) of a task run back to back on data still in cache.
-// Short channels (the RoI heads' 7x7 and 14x14) go a batch of groups at a time,
-// their channels walked as one span (see "Element loops over spans of short
-// channels").
 //
 // Channels-last (memory (N, HxW, C)): vectorized along C. Samples whose data
 // fits in L2 are one task each (statistics, then normalize, in cache); larger
@@ -647,197 +644,6 @@ void rows_input_grad(
 }
 
 // ---------------------------------------------------------------------------
-// Element loops over spans of short channels.
-//
-// Channels-first channels of a few dozen elements (the 7x7 and 14x14 RoI
-// features of the box and mask heads) would spend per-channel loops on
-// misaligned heads and tails. Instead, consecutive channels are walked as one
-// span: a vector that straddles two channels takes each lane's coefficients
-// from its own channel (channels hold at least L elements, so a vector meets
-// at most two), and stores are aligned (and streamed when asked).
-//
-// The loops have no data-dependent branches: where channels end falls at a
-// different lane of each vector, a pattern the branch predictor cannot learn,
-// so the two channels' coefficients are always blended and the channel index
-// advanced by a comparison. Coefficient arrays hold one padding element past
-// the span's last channel (read, never used).
-
-// Whether channels of HxW elements are walked as spans.
-template <typename A>
-inline bool short_channels(int64_t HxW) {
-  return HxW >= kLanes<A> && HxW < 16 * kLanes<A>;
-}
-
-// The first index of out[0 .. n) from which L-vector stores are aligned, or 0
-// when none are (see for_each_element).
-template <typename S, typename A>
-inline int64_t first_aligned(const S* out, int64_t n) {
-  constexpr uintptr_t kStoreBytes = kLanes<A> * sizeof(S);
-  const auto address = reinterpret_cast<uintptr_t>(out);
-  const int64_t i = static_cast<int64_t>(((kStoreBytes - address % kStoreBytes) % kStoreBytes) / sizeof(S));
-  return address % sizeof(S) == 0 && i < n ? i : 0;
-}
-
-// Walks the vectors of a span of whole channels of HxW >= L elements, in
-// order: the channel of the vector at i, and which of its lanes are in it
-// (the others are in the next channel).
-template <typename A>
-class ChannelWalk {
- public:
-  explicit ChannelWalk(int64_t HxW) : HxW_(HxW), end_(HxW), lanes_(lane_index<A>()) {}
-
-  int64_t channel() const {
-    return channel_;
-  }
-  // Lanes of the vector at i that are in channel(): all when the channel goes on past it.
-  auto in_channel(int64_t i) const {
-    return lanes_ < static_cast<A>(end_ - i);
-  }
-  // The coefficient of each lane of the vector at i.
-  template <typename Mask>
-  Vec<A> coefs(const A* coef, Mask in) const {
-    return in ? Vec<A>{} + coef[channel_] : Vec<A>{} + coef[channel_ + 1];
-  }
-  // Moves on from the vector at i to the one at i + L; returns whether the
-  // channel ended within it.
-  bool next(int64_t i) {
-    const bool ended = end_ <= i + kLanes<A>;
-    channel_ += ended;
-    end_ += ended ? HxW_ : 0;
-    return ended;
-  }
-
- private:
-  int64_t HxW_;
-  int64_t channel_ = 0;
-  int64_t end_;
-  Vec<A> lanes_;
-};
-
-// y = normalize(x) (+ relu) over `channels` channels of HxW, with per-channel
-// mean, scale and beta (each padded by one element).
-template <typename S, typename A, bool kRelu>
-void normalize_channels(
-    const S* x, S* y, int64_t channels, int64_t HxW, const A* mean, const A* scale, const A* beta, bool stream) {
-  using Acc = Access<S, A>;
-  constexpr int64_t L = kLanes<A>;
-  const int64_t n = channels * HxW;
-  auto in_one_channel = [&](int64_t i, int64_t c) {  // a vector within channel c, stored unaligned
-    const Vec<A> z = math::normalize(Acc::load(x + i), mean[c], scale[c], beta[c]);
-    Acc::store(y + i, kRelu ? math::relu(z) : z);
-  };
-  // A misaligned first vector and the last one overlap their neighbours and lie
-  // in the first and last channels (HxW >= L).
-  int64_t i = first_aligned<S, A>(y, n);
-  const bool aligned = i != 0 || reinterpret_cast<uintptr_t>(y) % (L * sizeof(S)) == 0;
-  if (i != 0) {
-    in_one_channel(0, 0);
-  }
-  ChannelWalk<A> walk(HxW);  // the vector at i < L is in channel 0
-  for (; i + L <= n; i += L) {
-    const auto in = walk.in_channel(i);
-    const Vec<A> z = math::normalize(Acc::load(x + i), walk.coefs(mean, in), walk.coefs(scale, in), walk.coefs(beta, in));
-    store_out<S, A>(y + i, kRelu ? math::relu(z) : z, stream, aligned);
-    walk.next(i);
-  }
-  if (i < n) {
-    in_one_channel(n - L, channels - 1);
-  }
-}
-
-// Per-channel sum(dz) and sum(dz * (x - mean)) over `channels` channels of HxW,
-// into sum_dz[channels] and sum_dzxc[channels].
-template <typename S, typename A, bool kRelu>
-void channels_grad_sums(
-    const S* dy, const S* x, int64_t channels, int64_t HxW, const A* mean, const A* scale, const A* beta,
-    A* sum_dz, A* sum_dzxc) {
-  using Acc = Access<S, A>;
-  constexpr int64_t L = kLanes<A>;
-  const Vec<A> lanes = lane_index<A>();
-  const int64_t n = channels * HxW;
-  int64_t c = 0, end = HxW;  // the current channel and where it ends
-  Vec<A> s{}, sx{};  // the current channel's partial sums
-  int64_t i = 0;
-  for (; i + L <= n; i += L) {
-    const int64_t split = end - i;
-    const auto in_c = lanes < static_cast<A>(split);
-    auto coefs = [&](const A* coef) { return in_c ? Vec<A>{} + coef[c] : Vec<A>{} + coef[c + 1]; };
-    const Vec<A> m = coefs(mean);
-    const Vec<A> xv = Acc::load(x + i);
-    const Vec<A> dz = pre_activation_grad<kRelu>(Acc::load(dy + i), xv, m, coefs(scale), coefs(beta));
-    const Vec<A> dzxc = dz * (xv - m);
-    if (split > L) {
-      s += dz;
-      sx += dzxc;
-      continue;
-    }
-    // Channel c ends in this vector: finish it, and start c + 1 with the rest.
-    sum_dz[c] = horizontal_sum<A>(s + (in_c ? dz : Vec<A>{}));
-    sum_dzxc[c] = horizontal_sum<A>(sx + (in_c ? dzxc : Vec<A>{}));
-    s = in_c ? Vec<A>{} : dz;
-    sx = in_c ? Vec<A>{} : dzxc;
-    ++c;
-    end += HxW;
-  }
-  if (i < n) {  // fewer than L elements left, all in the last channel
-    const int64_t c = channels - 1;
-    A tail = 0, tail_x = 0;
-    for (; i < n; ++i) {
-      const A xv = Acc::load1(x + i);
-      const A dz = pre_activation_grad<kRelu>(Acc::load1(dy + i), xv, mean[c], scale[c], beta[c]);
-      tail += dz;
-      tail_x += dz * (xv - mean[c]);
-    }
-    sum_dz[c] = horizontal_sum<A>(s) + tail;
-    sum_dzxc[c] = horizontal_sum<A>(sx) + tail_x;
-  }
-}
-
-// Per-channel coefficients of the input gradient over a span of channels
-// (each array padded by one element).
-template <typename A>
-struct SpanGradCoefs {
-  A* mean;
-  A* scale;  // also c1
-  A* beta;
-  A* a;
-  A* b;
-};
-
-template <typename S, typename A, bool kRelu>
-void channels_input_grad(
-    const S* dy, const S* x, S* dx, int64_t channels, int64_t HxW, const SpanGradCoefs<A>& k, bool stream) {
-  using Acc = Access<S, A>;
-  constexpr int64_t L = kLanes<A>;
-  const int64_t n = channels * HxW;
-  auto in_one_channel = [&](int64_t i, int64_t c) {  // as in normalize_channels
-    const A m = k.mean[c], sc = k.scale[c];
-    const Vec<A> xv = Acc::load(x + i);
-    const Vec<A> dz = pre_activation_grad<kRelu>(Acc::load(dy + i), xv, m, sc, k.beta[c]);
-    Acc::store(dx + i, math::input_grad(dz, xv, m, sc, math::InputGradCoefs<A>{k.a[c], k.b[c]}));
-  };
-  int64_t i = first_aligned<S, A>(dx, n);
-  const bool aligned = i != 0 || reinterpret_cast<uintptr_t>(dx) % (L * sizeof(S)) == 0;
-  if (i != 0) {
-    in_one_channel(0, 0);
-  }
-  ChannelWalk<A> walk(HxW);
-  for (; i + L <= n; i += L) {
-    const auto in = walk.in_channel(i);
-    const Vec<A> m = walk.coefs(k.mean, in);
-    const Vec<A> sc = walk.coefs(k.scale, in);
-    const Vec<A> xv = Acc::load(x + i);
-    const Vec<A> dz = pre_activation_grad<kRelu>(Acc::load(dy + i), xv, m, sc, walk.coefs(k.beta, in));
-    const math::InputGradCoefs<Vec<A>> coefs{walk.coefs(k.a, in), walk.coefs(k.b, in)};
-    store_out<S, A>(dx + i, math::input_grad(dz, xv, m, sc, coefs), stream, aligned);
-    walk.next(i);
-  }
-  if (i < n) {
-    in_one_channel(n - L, channels - 1);
-  }
-}
-
-// ---------------------------------------------------------------------------
 // Shared set-up.
 
 // Affine parameters as accumulation-type arrays of C (1 and 0 when absent).
@@ -903,55 +709,8 @@ inline bool streams_channels_last(const void* out, int64_t N, int64_t C, int64_t
 // ---------------------------------------------------------------------------
 // Forward.
 
-// Channels-first with short channels: tasks of consecutive groups, taken a
-// batch at a time (about kSpanChunk elements, in L1): statistics group by
-// group, then one normalize pass over the batch's channels as a span.
-template <typename S, typename P, typename A, bool kRelu>
-void forward_short_channels(const ForwardArgs& args, const AffineParams<P, A>& params) {
-  const S* X = static_cast<const S*>(args.x);
-  S* Y = static_cast<S*>(args.y);
-  A* mean_out = static_cast<A*>(args.mean);
-  A* rstd_out = static_cast<A*>(args.rstd);
-  const int64_t G = args.G, D = args.C / G, HxW = args.HxW;
-  const int64_t group_size = D * HxW;
-  const int64_t batch = std::max<int64_t>(1, kSpanChunk / group_size);
-  const A eps = static_cast<A>(args.eps);
-  const A inv_group_size = A(1) / static_cast<A>(group_size);
-  const bool stream = streams<S, A>(Y, args.N * args.C * HxW * static_cast<int64_t>(sizeof(S)));
-  at::parallel_for(0, args.N * G, grain_for(group_size), [&](int64_t begin, int64_t end) {
-    const int64_t B = batch * D + 1;  // per channel of the batch, and padding
-    std::vector<A> coefs(3 * B);        // mean, scale, beta
-    A* mean_c = coefs.data();
-    A* scale_c = mean_c + B;
-    A* beta_c = scale_c + B;
-    for (int64_t first = begin; first < end; first += batch) {
-      const int64_t last = std::min(end, first + batch);
-      for (int64_t ng = first; ng < last; ++ng) {
-        const Moments<A> m = span_moments<S, A>(X + ng * group_size, group_size);
-        const A mean = math::mean_from_moments(m);
-        const A rstd = math::rstd_from_moments(m, eps, inv_group_size);
-        mean_out[ng] = mean;
-        rstd_out[ng] = rstd;
-        const int64_t c0 = (ng % G) * D, j0 = (ng - first) * D;
-        for (int64_t d = 0; d < D; ++d) {
-          mean_c[j0 + d] = mean;
-          scale_c[j0 + d] = math::channel_scale(rstd, params.gamma[c0 + d]);
-          beta_c[j0 + d] = params.beta[c0 + d];
-        }
-      }
-      normalize_channels<S, A, kRelu>(
-          X + first * group_size, Y + first * group_size, (last - first) * D, HxW, mean_c, scale_c, beta_c, stream);
-    }
-    stream_fence(stream);
-  });
-}
-
 template <typename S, typename P, typename A, bool kRelu>
 void forward_channels_first(const ForwardArgs& args, const AffineParams<P, A>& params) {
-  if (short_channels<A>(args.HxW)) {
-    forward_short_channels<S, P, A, kRelu>(args, params);
-    return;
-  }
   const S* X = static_cast<const S*>(args.x);
   S* Y = static_cast<S*>(args.y);
   A* mean_out = static_cast<A*>(args.mean);
@@ -960,6 +719,7 @@ void forward_channels_first(const ForwardArgs& args, const AffineParams<P, A>& p
   const int64_t D = args.C / G;
   const int64_t group_size = D * args.HxW;
   const A eps = static_cast<A>(args.eps);
+  const A inv_group_size = A(1) / static_cast<A>(group_size);
   const bool stream = streams_channels_first<S, A>(Y, args.N, args.C, args.HxW);
   at::parallel_for(0, args.N * G, grain_for(group_size), [&](int64_t begin, int64_t end) {
     for (int64_t ng = begin; ng < end; ++ng) {
@@ -967,7 +727,7 @@ void forward_channels_first(const ForwardArgs& args, const AffineParams<P, A>& p
       S* y = Y + ng * group_size;
       const Moments<A> m = span_moments<S, A>(x, group_size);
       const A mean = math::mean_from_moments(m);
-      const A rstd = math::rstd_from_moments(m, eps);
+      const A rstd = math::rstd_from_moments(m, eps, inv_group_size);
       mean_out[ng] = mean;
       rstd_out[ng] = rstd;
       const int64_t c0 = (ng % G) * D;
@@ -1215,58 +975,8 @@ math::InputGradCoefs<A> group_coefs(
   return math::input_grad_coefs(g_dz, g_dzxc, rstd, count);
 }
 
-// Channels-first backward with short channels: batches as in
-// forward_short_channels; per-channel sums over the batch's span, then the
-// input gradient over it.
-template <typename S, typename P, typename A, bool kRelu>
-void backward_short_channels(const BackwardArgs& args, const AffineParams<P, A>& params, A* sum_dz, A* sum_dzxc) {
-  const S* DY = static_cast<const S*>(args.dy);
-  const S* X = static_cast<const S*>(args.x);
-  S* DX = static_cast<S*>(args.dx);
-  const A* mean = static_cast<const A*>(args.mean);
-  const A* rstd = static_cast<const A*>(args.rstd);
-  const int64_t G = args.G, D = args.C / G, HxW = args.HxW;
-  const int64_t group_size = D * HxW;
-  const int64_t batch = std::max<int64_t>(1, kSpanChunk / group_size);
-  const bool stream = streams<S, A>(DX, args.N * args.C * HxW * static_cast<int64_t>(sizeof(S)));
-  at::parallel_for(0, args.N * G, grain_for(group_size), [&](int64_t begin, int64_t end) {
-    const int64_t B = batch * D + 1;  // per channel of the batch, and padding
-    std::vector<A> coefs(5 * B);        // mean, scale, beta, a, b
-    const SpanGradCoefs<A> k{coefs.data(), coefs.data() + B, coefs.data() + 2 * B, coefs.data() + 3 * B,
-                             coefs.data() + 4 * B};
-    for (int64_t first = begin; first < end; first += batch) {
-      const int64_t last = std::min(end, first + batch);
-      const int64_t channels = (last - first) * D;
-      for (int64_t ng = first; ng < last; ++ng) {
-        const int64_t c0 = (ng % G) * D, j0 = (ng - first) * D;
-        for (int64_t d = 0; d < D; ++d) {
-          k.mean[j0 + d] = mean[ng];
-          k.scale[j0 + d] = math::channel_scale(rstd[ng], params.gamma[c0 + d]);
-          k.beta[j0 + d] = params.beta[c0 + d];
-        }
-      }
-      const int64_t offset = first * group_size;
-      channels_grad_sums<S, A, kRelu>(
-          DY + offset, X + offset, channels, HxW, k.mean, k.scale, k.beta, sum_dz + first * D, sum_dzxc + first * D);
-      for (int64_t ng = first; ng < last; ++ng) {
-        const int64_t c0 = (ng % G) * D, j0 = (ng - first) * D;
-        const auto g = group_coefs(params, sum_dz + ng * D, sum_dzxc + ng * D, c0, D, rstd[ng],
-                                   static_cast<A>(group_size));
-        std::fill_n(k.a + j0, D, g.a);
-        std::fill_n(k.b + j0, D, g.b);
-      }
-      channels_input_grad<S, A, kRelu>(DY + offset, X + offset, DX + offset, channels, HxW, k, stream);
-    }
-    stream_fence(stream);
-  });
-}
-
 template <typename S, typename P, typename A, bool kRelu>
 void backward_channels_first(const BackwardArgs& args, const AffineParams<P, A>& params, A* sum_dz, A* sum_dzxc) {
-  if (short_channels<A>(args.HxW)) {
-    backward_short_channels<S, P, A, kRelu>(args, params, sum_dz, sum_dzxc);
-    return;
-  }
   const S* DY = static_cast<const S*>(args.dy);
   const S* X = static_cast<const S*>(args.x);
   S* DX = static_cast<S*>(args.dx);
