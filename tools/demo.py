@@ -97,8 +97,9 @@ def prepare_dataset(args):
     return names
 
 
-def train(config_file: str, output_dir: str, opts) -> dict:
-    """One run of tools/train_net.py's main (train, then evaluate); returns its last results."""
+def train(config_file: str, output_dir: str, opts) -> None:
+    """One run of tools/train_net.py's main: trains, evaluating on the config's test
+    set every TEST.EVAL_PERIOD iterations and at the end (results go to metrics.json)."""
     # detectron2's setup_logger adds console and file handlers per output folder;
     # drop those of a previous run so that each run logs once, to its own log.txt.
     setup_logger.cache_clear()
@@ -107,7 +108,7 @@ def train(config_file: str, output_dir: str, opts) -> dict:
             logging.getLogger(name).removeHandler(handler)
             handler.close()
     arguments = default_argument_parser().parse_args(["--config-file", config_file, "OUTPUT_DIR", output_dir, *opts])
-    return train_net.main(arguments)
+    train_net.main(arguments)
 
 
 def export_run(output_dir: str, image_size: int) -> None:
@@ -119,6 +120,7 @@ def export_run(output_dir: str, image_size: int) -> None:
 
 
 def run_demo(args, start: float) -> dict:
+    """Trains and evaluates, then writes the curves, pictures, export and summary.json; returns the summary."""
     prepared = time.perf_counter()
     train(args.config_file, args.output_dir, args.opts)
     trained = time.perf_counter()
@@ -155,7 +157,8 @@ def run_demo(args, start: float) -> dict:
     return summary
 
 
-def run_comparison(args) -> dict:
+def run_comparison(args) -> None:
+    """Trains COMPARE_RUNS into subfolders, then plots and tabulates their val AP."""
     runs = {}
     base = train_net.load_config(args.config_file, args.opts)
     for norm, batch in COMPARE_RUNS:
@@ -171,8 +174,7 @@ def run_comparison(args) -> dict:
     table = comparison_table(runs)
     with open(os.path.join(args.output_dir, "compare.json"), "w") as f:
         json.dump({name: final_metrics(metrics) for name, metrics in runs.items()}, f, indent=2)
-    print("\n" + table)
-    return runs
+    print("\n" + table + f"\n\nruns, compare.png and compare.json in {args.output_dir}")
 
 
 
