@@ -131,3 +131,9 @@ def test_demo_config_is_the_papers_from_scratch_setting():
     # ResNet-18: stem, 2 per block, 3 projection shortcuts (1 + 16 + 3); FPN 4 lateral + 4 output; heads 4 + 4
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_default_output_folders():
+    assert demo.parse_args([]).output_dir == os.path.join(REPO, "output", "demo")
+    assert demo.parse_args(["--compare"]).output_dir == os.path.join(REPO, "output", "demo_compare")
+    assert demo.parse_args(["--output-dir", "elsewhere"]).output_dir == "elsewhere"

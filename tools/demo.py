@@ -19,8 +19,8 @@ untouched unless --overwrite is given.
 
 With --compare, each of GN and BN (everywhere: ResNet, FPN, heads) trains from
 scratch at 2 and at 1 images per batch, same data, same iterations, LR scaled
-with the batch; the runs go to --output-dir/<norm>_batch<N>/ and compare.png,
-compare.json hold their val AP side by side.
+with the batch; the runs go to --output-dir/<norm>_batch<N>/ (default
+output/demo_compare/) and compare.png, compare.json hold their val AP side by side.
 """
 
 import argparse
@@ -59,7 +59,7 @@ SEGM_AP50_GOAL = 50.0
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", default=DEFAULT_CONFIG)
-    parser.add_argument("--output-dir", default=os.path.join(REPO, "output", "demo"))
+    parser.add_argument("--output-dir", help="default: output/demo, or output/demo_compare with --compare")
     parser.add_argument("--datasets-root", default=os.path.join(REPO, "datasets", "gn_shapes"))
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output-dir")
     parser.add_argument("--compare", action="store_true", help="GN vs BN at 2 and 1 images per batch")
@@ -70,7 +70,10 @@ def parse_args(argv=None):
     parser.add_argument("--num-pictures", type=int, default=6, help="val images drawn into predictions/")
     parser.add_argument("--skip-export", action="store_true", help="no export/ folder")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs that override the config")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.output_dir is None:
+        args.output_dir = os.path.join(REPO, "output", "demo_compare" if args.compare else "demo")
+    return args
 
 
 def claim_output_dir(path: str, overwrite: bool) -> None:
