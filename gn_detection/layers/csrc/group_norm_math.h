@@ -87,11 +87,6 @@ GN_HOST_DEVICE Moments<T> moments_from_shifted_sums(T count, T inv_count, T shif
 }
 
 template <typename T>
-GN_HOST_DEVICE Moments<T> moments_from_shifted_sums(T count, T shift, T dev, T dev2) {
-  return moments_from_shifted_sums(count, count == T(0) ? T(0) : T(1) / count, shift, dev, dev2);
-}
-
-template <typename T>
 GN_HOST_DEVICE T gn_sqrt(T v) {
 #if defined(__CUDA_ARCH__)
   return sqrt(v);

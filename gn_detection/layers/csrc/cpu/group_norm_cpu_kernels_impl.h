@@ -801,9 +801,9 @@ void block_group_moments(
   const A count = static_cast<A>(rows);
   const A inv_count = A(1) / count;
   for (int64_t c = 0; c < C; ++c) {
-    const A correction = dev[c] * inv_count;
-    shift[c] += correction;
-    dev2[c] = std::max(dev2[c] - dev[c] * correction, A(0));
+    const Moments<A> m = math::moments_from_shifted_sums(count, inv_count, shift[c], dev[c], dev2[c]);
+    shift[c] = m.mean;
+    dev2[c] = m.m2;
   }
   const int64_t D = C / G;
   const A inv_D = A(1) / static_cast<A>(D);
