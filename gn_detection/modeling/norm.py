@@ -102,6 +102,15 @@ def fuse_following_relu(conv: nn.Conv2d, spec: NormSpec) -> bool:
     return True
 
 
+def fuse_conv_activations(convs, spec: NormSpec) -> None:
+    """For detectron2 ``Conv2d`` layers that apply a ReLU as their ``activation``
+    (the convs of detectron2's RoI heads): moves each ReLU into the conv's norm
+    where ``spec`` fuses ReLUs, and drops it from the conv."""
+    for conv in convs:
+        if fuse_following_relu(conv, spec):
+            conv.activation = None
+
+
 def _lookup(cfg, key: str):
     try:
         return reduce(getattr, key.split("."), cfg)

@@ -9,7 +9,7 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads.box_head import ROI_BOX_HEAD_REGISTRY, FastRCNNConvFCHead
 
-from gn_detection.modeling.norm import NormSpec, fuse_following_relu, norm_spec
+from gn_detection.modeling.norm import NormSpec, fuse_conv_activations, norm_spec
 
 
 @ROI_BOX_HEAD_REGISTRY.register()
@@ -21,9 +21,7 @@ class FastRCNNConvFCGNHead(FastRCNNConvFCHead):
     @configurable
     def __init__(self, input_shape: ShapeSpec, *, conv_dims: List[int], fc_dims: List[int], conv_norm: NormSpec):
         super().__init__(input_shape, conv_dims=conv_dims, fc_dims=fc_dims, conv_norm=conv_norm.detectron2_norm)
-        for conv in self.conv_norm_relus:
-            if fuse_following_relu(conv, conv_norm):
-                conv.activation = None
+        fuse_conv_activations(self.conv_norm_relus, conv_norm)
 
     @classmethod
     def from_config(cls, cfg, input_shape):

@@ -9,7 +9,7 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads.mask_head import ROI_MASK_HEAD_REGISTRY, MaskRCNNConvUpsampleHead
 
-from gn_detection.modeling.norm import NormSpec, fuse_following_relu, norm_spec
+from gn_detection.modeling.norm import NormSpec, fuse_conv_activations, norm_spec
 
 
 @ROI_MASK_HEAD_REGISTRY.register()
@@ -29,9 +29,7 @@ class MaskRCNNConvUpsampleGNHead(MaskRCNNConvUpsampleHead):
             conv_norm=conv_norm.detectron2_norm,
             **kwargs,
         )
-        for conv in self.conv_norm_relus:
-            if fuse_following_relu(conv, conv_norm):
-                conv.activation = None
+        fuse_conv_activations(self.conv_norm_relus, conv_norm)
 
     @classmethod
     def from_config(cls, cfg, input_shape):
