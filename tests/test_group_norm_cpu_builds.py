@@ -19,8 +19,10 @@ torch.manual_seed(0)
 worst = {}
 cases = [((2, 64, 17, 23), 32, "contiguous"), ((2, 64, 17, 23), 32, "channels_last"),
          ((64, 256, 7, 7), 32, "contiguous"), ((3, 32, 5, 6, 7), 4, "channels_last_3d"), ((5, 40), 8, "contiguous"),
-         # outputs of 16 MiB and more are written with streaming stores
-         ((2, 64, 200, 200), 32, "contiguous"), ((2, 64, 200, 200), 32, "channels_last")]
+         # outputs of 16 MiB and more are written with streaming stores; channels-first
+         # ones in vectors that several channels (HxW 66 and 5) and tasks share
+         ((2, 64, 200, 200), 32, "contiguous"), ((2, 64, 200, 200), 32, "channels_last"),
+         ((1000, 64, 3, 22), 32, "contiguous"), ((6600, 128, 5), 32, "contiguous")]
 for shape, groups, fmt in cases:
     for dtype in (torch.float32, torch.float64, torch.bfloat16):
         for relu in (False, True):

@@ -20,6 +20,9 @@
 // Channels-first (memory (N, C, HxW)): one task per (n, g); a group's D*HxW
 // elements are contiguous, so the statistics pass and the normalize pass (and
 // the two backward passes) of a task run back to back on data still in cache.
+// While a small group is written, the next one is read ahead, so that memory
+// reads and writes overlap instead of taking turns. A task writes its range of
+// the output in aligned whole vectors (SpanWriter), whatever HxW is.
 //
 // Channels-last (memory (N, HxW, C)): vectorized along C. Samples whose data
 // fits in L2 are one task each (statistics, then normalize, in cache); larger
@@ -27,7 +30,7 @@
 // statistics merged between the two passes.
 //
 // Outputs too large to stay in cache (y, dx of kStreamBytes or more) are written
-// with streaming (non-temporal) stores where aligned: a plain store first reads
+// with streaming (non-temporal) stores: a plain store first reads
 // the line it writes (read-for-ownership), so streaming saves one of the two
 // memory transfers per output line.
 #pragma once
@@ -385,53 +388,84 @@ Moments<A> combine_pairwise(Moments<A>* moments, int64_t count, int64_t stride) 
 // ---------------------------------------------------------------------------
 // Element loops.
 
-// Runs vector_step(i, aligned) over out[i .. i + L) and scalar_step(i) so that
-// every index of [0, n) is written, storing through aligned vectors where it
-// can (`aligned` says which): a misaligned head and a short tail are done as
-// full vectors that overlap their neighbours (the same values written twice;
-// outputs never alias inputs). Misaligned 64-byte stores cost two cache-line
-// writes each.
-template <typename S, typename A, typename VectorStep, typename ScalarStep>
-inline void for_each_element(const S* out, int64_t n, const VectorStep& vector_step, const ScalarStep& scalar_step) {
-  constexpr int64_t L = kLanes<A>;
-  if (n < L) {
-    for (int64_t i = 0; i < n; ++i) {
-      scalar_step(i);
-    }
-    return;
-  }
-  constexpr uintptr_t kStoreBytes = L * sizeof(S);  // one vector in S
-  const auto address = reinterpret_cast<uintptr_t>(out);
-  int64_t i = static_cast<int64_t>(((kStoreBytes - address % kStoreBytes) % kStoreBytes) / sizeof(S));
-  const bool aligned = address % sizeof(S) == 0;
-  if (i != 0 && aligned && i < n) {
-    vector_step(0, false);
-  } else {
-    i = 0;
-  }
-  for (; i + L <= n; i += L) {
-    vector_step(i, aligned);
-  }
-  if (i < n) {
-    vector_step(n - L, false);
-  }
-}
+// Writes a task's range [begin, end) of a channels-first output span after
+// span (one channel's HxW elements, each span with its own coefficients) in
+// whole vectors aligned to the output's address. A vector that spans share is
+// assembled lane by lane in a register and stored once, so every line inside
+// the range is written by full vector stores and can be streamed; only the
+// range's unaligned ends are written element by element.
+template <typename S, typename A>
+class SpanWriter {
+ public:
+  static constexpr int64_t L = kLanes<A>;
 
-// y = normalize(x) (+ relu) over a contiguous span with one scale and beta.
-template <typename S, typename A, bool kRelu>
-void normalize_span(const S* x, S* y, int64_t n, A mean, A scale, A beta, bool stream) {
-  using Acc = Access<S, A>;
-  for_each_element<S, A>(
-      y, n,
-      [&](int64_t i, bool aligned) {
-        const Vec<A> z = math::normalize(Acc::load(x + i), mean, scale, beta);
-        store_out<S, A>(y + i, kRelu ? math::relu(z) : z, stream, aligned);
-      },
-      [&](int64_t i) {
-        const A z = math::normalize(Acc::load1(x + i), mean, scale, beta);
-        Acc::store1(y + i, kRelu ? math::relu(z) : z);
-      });
-}
+  SpanWriter(S* out, int64_t begin, int64_t end, bool stream) : out_(out), pos_(begin), stream_(stream) {
+    constexpr uintptr_t kStoreBytes = L * sizeof(S);  // one vector in S
+    const auto address = reinterpret_cast<uintptr_t>(out + begin);
+    int64_t head = static_cast<int64_t>(((kStoreBytes - address % kStoreBytes) % kStoreBytes) / sizeof(S));
+    if (address % sizeof(S) != 0) {  // not even element-aligned: no vector is, store them unaligned
+      head = 0;
+    }
+    body_begin_ = std::min(end, begin + head);
+    body_end_ = body_begin_ + (end - body_begin_) / L * L;
+  }
+
+  // Writes out[pos, pos + n) and moves pos past it. vec(i) gives elements
+  // [i, i + L) as this span computes them (lanes outside the span are
+  // discarded, so vec may read past the span, never past the range) and
+  // scalar(i) element i.
+  template <typename VecAt, typename ScalarAt>
+  void span(int64_t n, const VecAt& vec, const ScalarAt& scalar) {
+    const int64_t stop = pos_ + n;
+    int64_t i = pos_;
+    for (; i < std::min(stop, body_begin_); ++i) {
+      Access<S, A>::store1(out_ + i, scalar(i));
+    }
+    const int64_t body_stop = std::min(stop, body_end_);
+    if (i < body_stop) {
+      const int64_t filled = (i - body_begin_) % L;
+      if (filled != 0) {  // complete the vector that earlier spans began
+        const int64_t p = i - filled;
+        const Vec<A> lane = lane_index<A>();
+        const auto mine = (lane >= static_cast<A>(filled)) & (lane < static_cast<A>(body_stop - p));
+        carry_ = mine ? vec(p) : carry_;
+        if (body_stop < p + L) {
+          i = body_stop;
+        } else {
+          put(p, carry_);
+          i = p + L;
+        }
+      }
+      for (; i + L <= body_stop; i += L) {
+        put(i, vec(i));
+      }
+      if (i < body_stop) {  // begin a vector that the next spans complete
+        carry_ = vec(i);
+        i = body_stop;
+      }
+    }
+    for (; i < stop; ++i) {
+      Access<S, A>::store1(out_ + i, scalar(i));
+    }
+    pos_ = stop;
+  }
+
+ private:
+  void put(int64_t i, Vec<A> v) {
+    if (stream_) {
+      Access<S, A>::stream(out_ + i, v);
+    } else {
+      Access<S, A>::store(out_ + i, v);
+    }
+  }
+
+  S* out_;
+  int64_t pos_;
+  int64_t body_begin_ = 0;  // [body_begin_, body_end_): whole aligned vectors
+  int64_t body_end_ = 0;
+  bool stream_;
+  Vec<A> carry_{};
+};
 
 // Channels-last rows: y[r, c] = normalize(x[r, c]) with per-channel mean,
 // scale and beta (arrays of C). `stream`: y's rows are aligned, so are its
@@ -532,25 +566,6 @@ void span_grad_sums(const S* dy, const S* x, int64_t n, A mean, A scale, A beta,
   }
   *sum_dz = total;
   *sum_dzxc = total_x;
-}
-
-template <typename S, typename A, bool kRelu>
-void span_input_grad(
-    const S* dy, const S* x, S* dx, int64_t n, A mean, A scale, A beta, A c1, math::InputGradCoefs<A> k,
-    bool stream) {
-  using Acc = Access<S, A>;
-  for_each_element<S, A>(
-      dx, n,
-      [&](int64_t i, bool aligned) {
-        const Vec<A> xv = Acc::load(x + i);
-        const Vec<A> dz = pre_activation_grad<kRelu>(Acc::load(dy + i), xv, mean, scale, beta);
-        store_out<S, A>(dx + i, math::input_grad(dz, xv, mean, c1, k), stream, aligned);
-      },
-      [&](int64_t i) {
-        const A xv = Acc::load1(x + i);
-        const A dz = pre_activation_grad<kRelu>(Acc::load1(dy + i), xv, mean, scale, beta);
-        Acc::store1(dx + i, math::input_grad(dz, xv, mean, c1, k));
-      });
 }
 
 // Channels-last rows: adds per-channel sum(dz) and sum(dz * (x - mean)) into
@@ -692,15 +707,10 @@ inline bool one_task_per_sample(int64_t N, int64_t sample_elements) {
   return sample_elements <= kSampleInCache && N >= at::get_num_threads();
 }
 
-// Whether channels-first output `out` (N * C spans of HxW) is streamed: spans
-// under 16 vectors are not. Their misaligned heads and tails are plain stores
-// into lines that the streamed body also writes, which costs more than the
-// streaming saves (measured: the mask head's 14x14 spans forward at 0.7x of
-// PyTorch streamed at 8 vectors, 0.95x unstreamed).
-template <typename S, typename A>
-inline bool streams_channels_first(const void* out, int64_t N, int64_t C, int64_t HxW) {
-  return HxW * static_cast<int64_t>(sizeof(S)) >= 16 * kVecBytes && streams<S, A>(out, N * C * HxW * sizeof(S));
-}
+// Groups of at most this many elements are read ahead, a whole group while
+// the group before it is written, so reading and writing overlap; larger
+// groups are long streams that the hardware prefetcher follows.
+constexpr int64_t kReadAheadGroup = kSpanChunk;
 
 // Whether channels-last output `out` (N * HxW rows of C) is streamed: needs
 // rows whose every full vector is aligned.
@@ -723,21 +733,33 @@ void forward_channels_first(const ForwardArgs& args, const AffineParams<P, A>& p
   const int64_t group_size = D * args.HxW;
   const A eps = static_cast<A>(args.eps);
   const A inv_group_size = A(1) / static_cast<A>(group_size);
-  const bool stream = streams_channels_first<S, A>(Y, args.N, args.C, args.HxW);
+  const int64_t HxW = args.HxW;
+  const bool stream = streams<S, A>(Y, args.N * args.C * HxW * static_cast<int64_t>(sizeof(S)));
   at::parallel_for(0, args.N * G, grain_for(group_size), [&](int64_t begin, int64_t end) {
+    SpanWriter<S, A> out(Y, begin * group_size, end * group_size, stream);
     for (int64_t ng = begin; ng < end; ++ng) {
       const S* x = X + ng * group_size;
-      S* y = Y + ng * group_size;
       const Moments<A> m = span_moments<S, A>(x, group_size);
       const A mean = math::mean_from_moments(m);
       const A rstd = math::rstd_from_moments(m, eps, inv_group_size);
       mean_out[ng] = mean;
       rstd_out[ng] = rstd;
+      const int64_t ahead = ng + 1 < end && group_size <= kReadAheadGroup ? group_size : 0;
       const int64_t c0 = (ng % G) * D;
       for (int64_t d = 0; d < D; ++d) {
         const A scale = math::channel_scale(rstd, params.gamma[c0 + d]);
-        normalize_span<S, A, kRelu>(
-            x + d * args.HxW, y + d * args.HxW, args.HxW, mean, scale, params.beta[c0 + d], stream);
+        const A beta = params.beta[c0 + d];
+        out.span(
+            HxW,
+            [&](int64_t i) {
+              __builtin_prefetch(X + i + ahead);
+              const Vec<A> z = math::normalize(Access<S, A>::load(X + i), mean, scale, beta);
+              return kRelu ? math::relu(z) : z;
+            },
+            [&](int64_t i) {
+              const A z = math::normalize(Access<S, A>::load1(X + i), mean, scale, beta);
+              return kRelu ? math::relu(z) : z;
+            });
       }
     }
     stream_fence(stream);
@@ -987,8 +1009,9 @@ void backward_channels_first(const BackwardArgs& args, const AffineParams<P, A>&
   const A* rstd = static_cast<const A*>(args.rstd);
   const int64_t C = args.C, G = args.G, HxW = args.HxW, D = C / G;
   const int64_t group_size = D * HxW;
-  const bool stream = streams_channels_first<S, A>(DX, args.N, C, HxW);
+  const bool stream = streams<S, A>(DX, args.N * C * HxW * static_cast<int64_t>(sizeof(S)));
   at::parallel_for(0, args.N * G, grain_for(group_size), [&](int64_t begin, int64_t end) {
+    SpanWriter<S, A> out(DX, begin * group_size, end * group_size, stream);
     for (int64_t ng = begin; ng < end; ++ng) {
       const int64_t n = ng / G, c0 = (ng % G) * D;
       const int64_t offset = ng * group_size;
@@ -1001,10 +1024,24 @@ void backward_channels_first(const BackwardArgs& args, const AffineParams<P, A>&
             DY + offset + d * HxW, X + offset + d * HxW, HxW, m, scale, params.beta[c0 + d], s + d, sx + d);
       }
       const auto k = group_coefs(params, s, sx, c0, D, r, static_cast<A>(group_size));
+      const int64_t ahead = ng + 1 < end && group_size <= kReadAheadGroup ? group_size : 0;
       for (int64_t d = 0; d < D; ++d) {
         const A scale = math::channel_scale(r, params.gamma[c0 + d]);
-        const int64_t o = offset + d * HxW;
-        span_input_grad<S, A, kRelu>(DY + o, X + o, DX + o, HxW, m, scale, params.beta[c0 + d], scale, k, stream);
+        const A beta = params.beta[c0 + d];
+        out.span(
+            HxW,
+            [&](int64_t i) {
+              __builtin_prefetch(DY + i + ahead);
+              __builtin_prefetch(X + i + ahead);
+              const Vec<A> xv = Access<S, A>::load(X + i);
+              const Vec<A> dz = pre_activation_grad<kRelu>(Access<S, A>::load(DY + i), xv, m, scale, beta);
+              return math::input_grad(dz, xv, m, scale, k);
+            },
+            [&](int64_t i) {
+              const A xv = Access<S, A>::load1(X + i);
+              const A dz = pre_activation_grad<kRelu>(Access<S, A>::load1(DY + i), xv, m, scale, beta);
+              return math::input_grad(dz, xv, m, scale, k);
+            });
       }
     }
     stream_fence(stream);
