@@ -929,7 +929,7 @@ void forward_channels_last(const ForwardArgs& args, const AffineParams<P, A>& pa
     });
     finish_stats(n, moments.data(), ref.data(), mean_c.data(), scale_c.data());
     at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
+      for (int64_t b = end - 1; b >= begin; --b) {  // latest read first: still in cache
         normalize_rows<S, A, kRelu>(
             x + b * rows * C, y + b * rows * C, block_rows(b), C, mean_c.data(), scale_c.data(), params.beta.data(),
             stream);
@@ -1137,7 +1137,7 @@ void backward_channels_last(const BackwardArgs& args, const AffineParams<P, A>& 
     }
     const auto coefs = coefs_of(n, k.data());
     at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
+      for (int64_t b = end - 1; b >= begin; --b) {  // latest read first: still in cache
         const int64_t o = offset + b * rows * C;
         rows_input_grad<S, A, kRelu>(DY + o, X + o, DX + o, block_rows(b), C, coefs, stream);
       }
