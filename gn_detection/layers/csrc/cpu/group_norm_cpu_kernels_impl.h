@@ -8,11 +8,12 @@
 // registers would be lowered through memory.
 //
 // Statistics: a group (channels-first) or a block of rows (channels-last) is
-// cut into chunks that stay in L1/L2; each chunk's moments come from a
-// corrected two-pass sum over it (math::moments_from_shifted_sums), and chunks
-// are merged pairwise in a tree (MomentsTree), so rounding grows with the log
-// of the number of chunks and an input like 1e4 + randn loses nothing to
-// cancellation.
+// cut into chunks that stay in L1/L2; each chunk's moments come from sums
+// of deviations from a value of the group (math::moments_from_shifted_sums),
+// in one pass while that value lies near the chunk's mean and in a corrected
+// second pass otherwise, and chunks are merged pairwise in a tree
+// (MomentsTree), so rounding grows with the log of the number of chunks and
+// an input like 1e4 + randn loses nothing to cancellation.
 //
 // Work is split with at::parallel_for, so the kernels use the threads that
 // torch.set_num_threads sets, like ATen's own ops.
@@ -303,51 +304,69 @@ class MomentsTree {
 // the second pass over it to hit L1.
 constexpr int64_t kSpanChunk = 4096;
 
-// Moments of x - ref over a contiguous span of at most kSpanChunk elements, by
-// the corrected two-pass sum.
+// One-pass moments are kept when sum((x - ref)^2) <= kOnePassMargin * M2: their
+// rounding error is then at most ~kOnePassMargin ulps of M2.
+constexpr int kOnePassMargin = 16;
+
+// sum(v) and sum(v * v) of v = x - ref - shift over a contiguous span, four
+// accumulators per sum so that the adds of one iteration do not wait on those
+// of the last (a span in L1 is summed at load speed).
 template <typename S, typename A>
-Moments<A> chunk_moments(const S* x, int64_t n, A ref) {
+void shifted_sums(const S* x, int64_t n, A ref, A shift, A* sum, A* sum2) {
   using Acc = Access<S, A>;
   constexpr int64_t L = kLanes<A>;
-  const A inv_n = A(1) / static_cast<A>(n);  // ahead of the sums: no division waits on them
-  Vec<A> s0{}, s1{};
+  Vec<A> d0{}, d1{}, d2{}, d3{}, q0{}, q1{}, q2{}, q3{};
   int64_t i = 0;
-  for (; i + 2 * L <= n; i += 2 * L) {
-    s0 += Acc::load(x + i) - ref;
-    s1 += Acc::load(x + i + L) - ref;
-  }
-  for (; i + L <= n; i += L) {
-    s0 += Acc::load(x + i) - ref;
-  }
-  A sum = horizontal_sum<A>(s0 + s1);
-  for (; i < n; ++i) {
-    sum += Acc::load1(x + i) - ref;
-  }
-  const A shift = sum * inv_n;
-  // Two accumulator pairs: the adds of one iteration do not wait on the last.
-  Vec<A> d0{}, d1{}, q0{}, q1{};
-  i = 0;
-  for (; i + 2 * L <= n; i += 2 * L) {
+  for (; i + 4 * L <= n; i += 4 * L) {
     const Vec<A> v0 = (Acc::load(x + i) - ref) - shift;
     const Vec<A> v1 = (Acc::load(x + i + L) - ref) - shift;
+    const Vec<A> v2 = (Acc::load(x + i + 2 * L) - ref) - shift;
+    const Vec<A> v3 = (Acc::load(x + i + 3 * L) - ref) - shift;
     d0 += v0;
     d1 += v1;
+    d2 += v2;
+    d3 += v3;
     q0 += v0 * v0;
     q1 += v1 * v1;
+    q2 += v2 * v2;
+    q3 += v3 * v3;
   }
   for (; i + L <= n; i += L) {
     const Vec<A> v0 = (Acc::load(x + i) - ref) - shift;
     d0 += v0;
     q0 += v0 * v0;
   }
-  A dev = horizontal_sum<A>(d0 + d1);
-  A dev2 = horizontal_sum<A>(q0 + q1);
+  A s = horizontal_sum<A>((d0 + d1) + (d2 + d3));
+  A s2 = horizontal_sum<A>((q0 + q1) + (q2 + q3));
   for (; i < n; ++i) {
     const A v = (Acc::load1(x + i) - ref) - shift;
-    dev += v;
-    dev2 += v * v;
+    s += v;
+    s2 += v * v;
   }
-  return math::moments_from_shifted_sums<A>(static_cast<A>(n), inv_n, shift, dev, dev2);
+  *sum = s;
+  *sum2 = s2;
+}
+
+// Moments of x - ref over a contiguous span of at most kSpanChunk elements.
+// One pass of sums relative to ref (a value of the group, so the group's
+// offset is gone) suffices unless ref lies far out in the distribution
+// (sum((x - ref)^2) > kOnePassMargin * M2, ~4 standard deviations): only then
+// is a second pass, relative to the mean just found, made (the corrected
+// two-pass sum), so cancellation never costs more than kOnePassMargin ulps.
+// NaN and inf fail the test and take the second pass, which propagates them.
+template <typename S, typename A>
+Moments<A> chunk_moments(const S* x, int64_t n, A ref) {
+  const A count = static_cast<A>(n);
+  const A inv_n = A(1) / count;  // ahead of the sums: no division waits on them
+  A dev, dev2;
+  shifted_sums<S, A>(x, n, ref, A(0), &dev, &dev2);
+  const Moments<A> one_pass = math::moments_from_shifted_sums<A>(count, inv_n, A(0), dev, dev2);
+  if (dev2 <= static_cast<A>(kOnePassMargin) * one_pass.m2) {
+    return one_pass;
+  }
+  const A shift = one_pass.mean;
+  shifted_sums<S, A>(x, n, ref, shift, &dev, &dev2);
+  return math::moments_from_shifted_sums<A>(count, inv_n, shift, dev, dev2);
 }
 
 // Moments of a contiguous span of n > 0 elements. They are gathered relative
