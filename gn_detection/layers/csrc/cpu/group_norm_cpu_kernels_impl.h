@@ -43,6 +43,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #if defined(__x86_64__)
@@ -194,23 +195,32 @@ struct Access<c10::Half, float> {
   }
 };
 
-// Sum of the lanes, pairwise. Lanes are read by subscript (register extracts),
-// so the accumulators of the loops that call it stay in registers.
+// Lanes `offset`, offset + 1, ... of v as a vector of sizeof...(I) lanes.
+template <size_t offset, typename V, size_t... I>
+inline auto lanes_of(V v, std::index_sequence<I...>) {
+  return __builtin_shufflevector(v, v, (offset + I)...);
+}
+
+// Sum of the lanes of v (a vector of `lanes` lanes), pairwise: the upper half
+// of the lanes is added onto the lower half until one lane is left. Vectors
+// wider than 16 bytes halve by an extract and a vector add in registers; the
+// last 16 bytes by lane reads (narrower vector types would go through memory).
+template <size_t lanes, typename V>
+inline auto sum_of_lanes(V v) {
+  if constexpr (sizeof(V) > 16) {
+    constexpr std::make_index_sequence<lanes / 2> half{};
+    return sum_of_lanes<lanes / 2>(lanes_of<0>(v, half) + lanes_of<lanes / 2>(v, half));
+  } else if constexpr (lanes == 4) {
+    return (v[0] + v[2]) + (v[1] + v[3]);
+  } else {
+    static_assert(lanes == 2, "16 bytes hold 4 floats or 2 doubles");
+    return v[0] + v[1];
+  }
+}
+
 template <typename A>
 inline A horizontal_sum(Vec<A> v) {
-  A lanes[kLanes<A>];
-#pragma GCC unroll 16
-  for (int64_t i = 0; i < kLanes<A>; ++i) {
-    lanes[i] = v[i];
-  }
-#pragma GCC unroll 16
-  for (int64_t width = kLanes<A> / 2; width > 0; width /= 2) {
-#pragma GCC unroll 16
-    for (int64_t i = 0; i < width; ++i) {
-      lanes[i] += lanes[i + width];
-    }
-  }
-  return lanes[0];
+  return sum_of_lanes<kLanes<A>>(v);
 }
 
 // Channels-last loops walk rows of C values; the hardware prefetcher alone
