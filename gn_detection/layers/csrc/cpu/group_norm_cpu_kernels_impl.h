@@ -554,12 +554,17 @@ inline V pre_activation_grad(V dy, V x, T mean, T scale, T beta) {
 
 // Per-channel sums of one channel-first span: sum(dz) and sum(dz * (x - mean)).
 template <typename S, typename A, bool kRelu>
-void span_grad_sums(const S* dy, const S* x, int64_t n, A mean, A scale, A beta, A* sum_dz, A* sum_dzxc) {
+void span_grad_sums(
+    const S* dy, const S* x, int64_t n, A mean, A scale, A beta, A* sum_dz, A* sum_dzxc, int64_t ahead) {
   using Acc = Access<S, A>;
   constexpr int64_t L = kLanes<A>;
   Vec<A> s0{}, s1{}, sx0{}, sx1{};
   int64_t i = 0;
   for (; i + 2 * L <= n; i += 2 * L) {
+    __builtin_prefetch(dy + i + ahead);
+    __builtin_prefetch(x + i + ahead);
+    __builtin_prefetch(dy + i + L + ahead);
+    __builtin_prefetch(x + i + L + ahead);
     const Vec<A> x0 = Acc::load(x + i);
     const Vec<A> x1 = Acc::load(x + i + L);
     const Vec<A> dz0 = pre_activation_grad<kRelu>(Acc::load(dy + i), x0, mean, scale, beta);
@@ -741,6 +746,12 @@ inline bool one_task_per_sample(int64_t N, int64_t sample_elements) {
 // groups are long streams that the hardware prefetcher follows.
 constexpr int64_t kReadAheadGroup = kSpanChunk;
 
+// Elements from group ng (of a task ending at `end`) to the next one, when it
+// is read ahead; else 0.
+inline int64_t read_ahead(int64_t ng, int64_t end, int64_t group_size) {
+  return ng + 1 < end && group_size <= kReadAheadGroup ? group_size : 0;
+}
+
 // Whether channels-last output `out` (N * HxW rows of C) is streamed: needs
 // rows whose every full vector is aligned.
 template <typename S, typename A>
@@ -773,7 +784,7 @@ void forward_channels_first(const ForwardArgs& args, const AffineParams<P, A>& p
       const A rstd = math::rstd_from_moments(m, eps, inv_group_size);
       mean_out[ng] = mean;
       rstd_out[ng] = rstd;
-      const int64_t ahead = ng + 1 < end && group_size <= kReadAheadGroup ? group_size : 0;
+      const int64_t ahead = read_ahead(ng, end, group_size);
       const int64_t c0 = (ng % G) * D;
       for (int64_t d = 0; d < D; ++d) {
         const A scale = math::channel_scale(rstd, params.gamma[c0 + d]);
@@ -1050,10 +1061,11 @@ void backward_channels_first(const BackwardArgs& args, const AffineParams<P, A>&
       for (int64_t d = 0; d < D; ++d) {
         const A scale = math::channel_scale(r, params.gamma[c0 + d]);
         span_grad_sums<S, A, kRelu>(
-            DY + offset + d * HxW, X + offset + d * HxW, HxW, m, scale, params.beta[c0 + d], s + d, sx + d);
+            DY + offset + d * HxW, X + offset + d * HxW, HxW, m, scale, params.beta[c0 + d], s + d, sx + d,
+            read_ahead(ng, end, group_size));
       }
       const auto k = group_coefs(params, s, sx, c0, D, r, static_cast<A>(group_size));
-      const int64_t ahead = ng + 1 < end && group_size <= kReadAheadGroup ? group_size : 0;
+      const int64_t ahead = read_ahead(ng + 1, end, group_size) != 0 ? 2 * group_size : 0;
       for (int64_t d = 0; d < D; ++d) {
         const A scale = math::channel_scale(r, params.gamma[c0 + d]);
         const A beta = params.beta[c0 + d];
