@@ -223,17 +223,20 @@ inline A horizontal_sum(Vec<A> v) {
   return sum_of_lanes<kLanes<A>>(v);
 }
 
-// Channels-last loops walk rows of C values; the hardware prefetcher alone
-// leaves their loads waiting on memory, so they ask for data a few KiB ahead.
-constexpr int64_t kPrefetchBytes = 4096;
-
-template <typename S>
-inline void prefetch_ahead(const S* p) {
-  __builtin_prefetch(reinterpret_cast<const char*>(p) + kPrefetchBytes);
-}
-
 // Channels-last accumulation loops take this many rows per pass over C.
 constexpr int64_t kRowsTogether = 4;
+
+// Channels-last loops walk rows of C values, kRowsTogether rows at a time; the
+// hardware prefetcher alone leaves their loads waiting on memory, so they ask
+// for the same columns of the rows they take next: at least a few KiB ahead,
+// and never inside the rows taken together (wide rows: C of 1024 and more).
+constexpr int64_t kPrefetchBytes = 4096;
+
+// Elements between a load of a channels-last loop and the one it prefetches.
+template <typename S>
+inline int64_t prefetch_distance(int64_t C) {
+  return std::max<int64_t>(kPrefetchBytes / static_cast<int64_t>(sizeof(S)), kRowsTogether * C);
+}
 
 // Outputs of at least this many bytes are streamed (see the top of this file):
 // half the last-level cache of the machines measured, so the output would be
@@ -505,6 +508,7 @@ void normalize_rows(
   using Acc = Access<S, A>;
   using Own = Access<A, A>;
   constexpr int64_t L = kLanes<A>;
+  const int64_t ahead = prefetch_distance<S>(C);
   // kRowsTogether rows per pass over C: the per-channel vectors load once per pass.
   for (int64_t r = 0; r < rows; r += kRowsTogether) {
     const int64_t count = std::min(kRowsTogether, rows - r);
@@ -516,7 +520,7 @@ void normalize_rows(
       const Vec<A> sc = Own::load(scale + c);
       const Vec<A> b = Own::load(beta + c);
       for (int64_t k = 0; k < count; ++k) {
-        prefetch_ahead(xr + k * C + c);
+        __builtin_prefetch(xr + k * C + c + ahead);
         const Vec<A> z = math::normalize(Acc::load(xr + k * C + c), m, sc, b);
         store_out<S, A>(yr + k * C + c, kRelu ? math::relu(z) : z, stream, true);
       }
@@ -611,6 +615,7 @@ void rows_grad_sums(
   using Acc = Access<S, A>;
   using Own = Access<A, A>;
   constexpr int64_t L = kLanes<A>;
+  const int64_t ahead = prefetch_distance<S>(C);
   for (int64_t r = 0; r < rows; r += kRowsTogether) {  // as in block_group_moments
     const int64_t count = std::min(kRowsTogether, rows - r);
     const S* xr = x + r * C;
@@ -623,8 +628,8 @@ void rows_grad_sums(
       Vec<A> s = Own::load(sum_dz + c);
       Vec<A> sx = Own::load(sum_dzxc + c);
       for (int64_t k = 0; k < count; ++k) {
-        prefetch_ahead(xr + k * C + c);
-        prefetch_ahead(dyr + k * C + c);
+        __builtin_prefetch(xr + k * C + c + ahead);
+        __builtin_prefetch(dyr + k * C + c + ahead);
         const Vec<A> xv = Acc::load(xr + k * C + c);
         const Vec<A> dz = pre_activation_grad<kRelu>(Acc::load(dyr + k * C + c), xv, m, sc, b);
         s += dz;
@@ -661,6 +666,7 @@ void rows_input_grad(
   using Acc = Access<S, A>;
   using Own = Access<A, A>;
   constexpr int64_t L = kLanes<A>;
+  const int64_t ahead = prefetch_distance<S>(C);
   for (int64_t r = 0; r < rows; r += kRowsTogether) {  // as in normalize_rows
     const int64_t count = std::min(kRowsTogether, rows - r);
     const S* xr = x + r * C;
@@ -675,6 +681,8 @@ void rows_input_grad(
       const math::InputGradCoefs<Vec<A>> coefs{Own::load(k.a + c), Own::load(k.b + c)};
       for (int64_t j = 0; j < count; ++j) {
         const int64_t o = j * C + c;
+        __builtin_prefetch(xr + o + ahead);
+        __builtin_prefetch(dyr + o + ahead);
         const Vec<A> xv = Acc::load(xr + o);
         const Vec<A> dz = pre_activation_grad<kRelu>(Acc::load(dyr + o), xv, m, sc, b);
         store_out<S, A>(dxr + o, math::input_grad(dz, xv, m, c1, coefs), stream, true);
@@ -821,6 +829,7 @@ void block_group_moments(
   using Acc = Access<S, A>;
   using Own = Access<A, A>;
   constexpr int64_t L = kLanes<A>;
+  const int64_t ahead = prefetch_distance<S>(C);
   A* shift = scratch;
   A* dev = scratch + C;
   A* dev2 = scratch + 2 * C;
@@ -840,7 +849,7 @@ void block_group_moments(
       Vec<A> d = Own::load(dev + c);
       Vec<A> q = Own::load(dev2 + c);
       for (int64_t k = 0; k < count; ++k) {
-        prefetch_ahead(xr + k * C + c);
+        __builtin_prefetch(xr + k * C + c + ahead);
         const Vec<A> v = (Acc::load(xr + k * C + c) - rf) - sh;
         d += v;
         q += v * v;
