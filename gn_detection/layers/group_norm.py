@@ -2,8 +2,9 @@
 with an optional fused ReLU.
 
 The op (csrc/) computes per-group statistics with float32 accumulation (float64
-for float64 inputs) by a corrected two-pass scheme and Chan's pairwise
-combination, so inputs far from zero normalize accurately; it works on any
+for float64 inputs) from deviations to a value of the group (a corrected second
+pass where that value lies far from the mean) and Chan's pairwise combination,
+so inputs far from zero normalize accurately; it works on any
 (N, C, *) input, contiguous or channels-last, and saves no output for the
 backward of the fused ReLU (the mask is recomputed from the input).
 """

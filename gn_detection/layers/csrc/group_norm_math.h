@@ -69,10 +69,12 @@ GN_HOST_DEVICE Moments<T> moments_combine(Moments<T> a, Moments<T> b) {
       a.m2 + b.m2 + delta * delta * a.count * nb_over_n};
 }
 
-// Moments of a block from its two-pass sums: `shift` is an estimate of the
-// block's mean (its plain sum / count), `dev` = sum(x - shift) and
-// `dev2` = sum((x - shift)^2). The correction by `dev` makes the result exact
-// to rounding even when `shift` is off by a few ulps ("corrected two-pass").
+// Moments of a block from sums of deviations: `dev` = sum(x - shift) and
+// `dev2` = sum((x - shift)^2). The correction by `dev` makes the formula exact
+// for any shift; its rounding grows with (shift - mean)^2 / variance, so a
+// shift equal to the block's mean up to a few ulps (its plain sum / count: the
+// corrected two-pass sum) loses nothing, and a value of the block itself stays
+// within the bounds its callers state.
 // `inv_count` is 1 / count, computed by the caller before the sums are known so
 // that no division waits on them (CPU kernels with many small groups).
 template <typename T>
