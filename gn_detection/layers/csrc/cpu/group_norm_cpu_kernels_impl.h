@@ -349,6 +349,16 @@ void shifted_sums(const S* x, int64_t n, A ref, A shift, A* sum, A* sum2) {
     d0 += v0;
     q0 += v0 * v0;
   }
+  // A short tail as the span's last full vector, its lanes already counted
+  // masked to zero.
+  if (i < n && n >= L) {
+    const Vec<A> v = (Acc::load(x + n - L) - ref) - shift;
+    const auto fresh = lane_index<A>() >= static_cast<A>(L - (n - i));
+    const Vec<A> v1 = fresh ? v : Vec<A>{};
+    d1 += v1;
+    q1 += v1 * v1;
+    i = n;
+  }
   A s = horizontal_sum<A>((d0 + d1) + (d2 + d3));
   A s2 = horizontal_sum<A>((q0 + q1) + (q2 + q3));
   for (; i < n; ++i) {
