@@ -512,9 +512,12 @@ class SpanWriter {
 // Channels-last rows: y[r, c] = normalize(x[r, c]) with per-channel mean,
 // scale and beta (arrays of C). `stream`: y's rows are aligned, so are its
 // full vectors, and they are streamed.
+// `next_sample`: elements to the same place in the next sample, read ahead
+// into L2 while this one is written (0: none).
 template <typename S, typename A, bool kRelu>
 void normalize_rows(
-    const S* x, S* y, int64_t rows, int64_t C, const A* mean, const A* scale, const A* beta, bool stream) {
+    const S* x, S* y, int64_t rows, int64_t C, const A* mean, const A* scale, const A* beta, bool stream,
+    int64_t next_sample) {
   using Acc = Access<S, A>;
   using Own = Access<A, A>;
   constexpr int64_t L = kLanes<A>;
@@ -531,6 +534,9 @@ void normalize_rows(
       const Vec<A> b = Own::load(beta + c);
       for (int64_t k = 0; k < count; ++k) {
         __builtin_prefetch(xr + k * C + c + ahead);
+        if (next_sample != 0) {
+          __builtin_prefetch(xr + k * C + c + next_sample, 0, 2);
+        }
         const Vec<A> z = math::normalize(Acc::load(xr + k * C + c), m, sc, b);
         store_out<S, A>(yr + k * C + c, kRelu ? math::relu(z) : z, stream, true);
       }
@@ -670,9 +676,12 @@ struct ChannelGradCoefs {
   const A* b;
 };
 
+// Channels-last rows: dx from dy and x with the coefficients of k;
+// `next_sample` as in normalize_rows (dy and x of the next sample).
 template <typename S, typename A, bool kRelu>
 void rows_input_grad(
-    const S* dy, const S* x, S* dx, int64_t rows, int64_t C, const ChannelGradCoefs<A>& k, bool stream) {
+    const S* dy, const S* x, S* dx, int64_t rows, int64_t C, const ChannelGradCoefs<A>& k, bool stream,
+    int64_t next_sample) {
   using Acc = Access<S, A>;
   using Own = Access<A, A>;
   constexpr int64_t L = kLanes<A>;
@@ -693,6 +702,10 @@ void rows_input_grad(
         const int64_t o = j * C + c;
         __builtin_prefetch(xr + o + ahead);
         __builtin_prefetch(dyr + o + ahead);
+        if (next_sample != 0) {
+          __builtin_prefetch(xr + o + next_sample, 0, 2);
+          __builtin_prefetch(dyr + o + next_sample, 0, 2);
+        }
         const Vec<A> xv = Acc::load(xr + o);
         const Vec<A> dz = pre_activation_grad<kRelu>(Acc::load(dyr + o), xv, m, sc, b);
         store_out<S, A>(dxr + o, math::input_grad(dz, xv, m, c1, coefs), stream, true);
@@ -964,7 +977,8 @@ void forward_channels_last(const ForwardArgs& args, const AffineParams<P, A>& pa
         }
         finish_stats(n, moments.data(), ref.data(), mean_c.data(), scale_c.data());
         normalize_rows<S, A, kRelu>(
-            X + n * sample, Y + n * sample, HxW, C, mean_c.data(), scale_c.data(), params.beta.data(), stream);
+            X + n * sample, Y + n * sample, HxW, C, mean_c.data(), scale_c.data(), params.beta.data(), stream,
+            n + 1 < end ? sample : 0);
       }
       stream_fence(stream);
     });
@@ -991,7 +1005,7 @@ void forward_channels_last(const ForwardArgs& args, const AffineParams<P, A>& pa
       for (int64_t b = end - 1; b >= begin; --b) {  // latest read first: still in cache
         normalize_rows<S, A, kRelu>(
             x + b * rows * C, y + b * rows * C, block_rows(b), C, mean_c.data(), scale_c.data(), params.beta.data(),
-            stream);
+            stream, 0);
       }
       stream_fence(stream);
     });
@@ -1162,7 +1176,8 @@ void backward_channels_last(const BackwardArgs& args, const AffineParams<P, A>& 
         rows_grad_sums<S, A, kRelu>(
             DY + n * sample, X + n * sample, HxW, C, k.data(), k.data() + C, beta, sum_dz + n * C, sum_dzxc + n * C);
         const auto coefs = coefs_of(n, k.data());
-        rows_input_grad<S, A, kRelu>(DY + n * sample, X + n * sample, DX + n * sample, HxW, C, coefs, stream);
+        rows_input_grad<S, A, kRelu>(
+            DY + n * sample, X + n * sample, DX + n * sample, HxW, C, coefs, stream, n + 1 < end ? sample : 0);
       }
       stream_fence(stream);
     });
@@ -1199,7 +1214,7 @@ void backward_channels_last(const BackwardArgs& args, const AffineParams<P, A>& 
     at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
       for (int64_t b = end - 1; b >= begin; --b) {  // latest read first: still in cache
         const int64_t o = offset + b * rows * C;
-        rows_input_grad<S, A, kRelu>(DY + o, X + o, DX + o, block_rows(b), C, coefs, stream);
+        rows_input_grad<S, A, kRelu>(DY + o, X + o, DX + o, block_rows(b), C, coefs, stream, 0);
       }
       stream_fence(stream);
     });
