@@ -533,9 +533,10 @@ void normalize_rows(
       const Vec<A> sc = Own::load(scale + c);
       const Vec<A> b = Own::load(beta + c);
       for (int64_t k = 0; k < count; ++k) {
-        __builtin_prefetch(xr + k * C + c + ahead);
-        if (next_sample != 0) {
+        if (next_sample != 0) {  // this sample is in cache: read the next one ahead
           __builtin_prefetch(xr + k * C + c + next_sample, 0, 2);
+        } else {
+          __builtin_prefetch(xr + k * C + c + ahead);
         }
         const Vec<A> z = math::normalize(Acc::load(xr + k * C + c), m, sc, b);
         store_out<S, A>(yr + k * C + c, kRelu ? math::relu(z) : z, stream, true);
@@ -700,11 +701,12 @@ void rows_input_grad(
       const math::InputGradCoefs<Vec<A>> coefs{Own::load(k.a + c), Own::load(k.b + c)};
       for (int64_t j = 0; j < count; ++j) {
         const int64_t o = j * C + c;
-        __builtin_prefetch(xr + o + ahead);
-        __builtin_prefetch(dyr + o + ahead);
-        if (next_sample != 0) {
+        if (next_sample != 0) {  // as in normalize_rows
           __builtin_prefetch(xr + o + next_sample, 0, 2);
           __builtin_prefetch(dyr + o + next_sample, 0, 2);
+        } else {
+          __builtin_prefetch(xr + o + ahead);
+          __builtin_prefetch(dyr + o + ahead);
         }
         const Vec<A> xv = Acc::load(xr + o);
         const Vec<A> dz = pre_activation_grad<kRelu>(Acc::load(dyr + o), xv, m, sc, b);
