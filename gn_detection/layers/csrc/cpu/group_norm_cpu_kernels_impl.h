@@ -238,6 +238,18 @@ inline int64_t prefetch_distance(int64_t C) {
   return std::max<int64_t>(kPrefetchBytes / static_cast<int64_t>(sizeof(S)), kRowsTogether * C);
 }
 
+// The prefetch of a channels-last second pass at p: the same place in the next
+// sample (into L2) when the pass's own sample is in cache (next_sample != 0),
+// else the rows taken next.
+template <typename S>
+inline void prefetch_second_pass(const S* p, int64_t next_sample, int64_t ahead) {
+  if (next_sample != 0) {
+    __builtin_prefetch(p + next_sample, 0, 2);
+  } else {
+    __builtin_prefetch(p + ahead);
+  }
+}
+
 // Outputs of at least this many bytes are streamed (see the top of this file):
 // half the last-level cache of the machines measured, so the output would be
 // evicted before the next op reads it anyway.
@@ -278,6 +290,14 @@ inline Vec<A> lane_index() {
     v[i] = static_cast<A>(i);
   }
   return v;
+}
+
+// A span's short tail (the last `left` < L elements, after its vector loop)
+// is summed as the span's last full vector: this mask keeps the lanes that the
+// loop has not counted yet.
+template <typename A>
+inline auto uncounted_tail(int64_t left) {
+  return lane_index<A>() >= static_cast<A>(kLanes<A> - left);
 }
 
 // ---------------------------------------------------------------------------
@@ -349,12 +369,9 @@ void shifted_sums(const S* x, int64_t n, A ref, A shift, A* sum, A* sum2) {
     d0 += v0;
     q0 += v0 * v0;
   }
-  // A short tail as the span's last full vector, its lanes already counted
-  // masked to zero.
-  if (i < n && n >= L) {
+  if (i < n && n >= L) {  // the short tail (see uncounted_tail)
     const Vec<A> v = (Acc::load(x + n - L) - ref) - shift;
-    const auto fresh = lane_index<A>() >= static_cast<A>(L - (n - i));
-    const Vec<A> v1 = fresh ? v : Vec<A>{};
+    const Vec<A> v1 = uncounted_tail<A>(n - i) ? v : Vec<A>{};
     d1 += v1;
     q1 += v1 * v1;
     i = n;
@@ -533,11 +550,7 @@ void normalize_rows(
       const Vec<A> sc = Own::load(scale + c);
       const Vec<A> b = Own::load(beta + c);
       for (int64_t k = 0; k < count; ++k) {
-        if (next_sample != 0) {  // this sample is in cache: read the next one ahead
-          __builtin_prefetch(xr + k * C + c + next_sample, 0, 2);
-        } else {
-          __builtin_prefetch(xr + k * C + c + ahead);
-        }
+        prefetch_second_pass(xr + k * C + c, next_sample, ahead);
         const Vec<A> z = math::normalize(Acc::load(xr + k * C + c), m, sc, b);
         store_out<S, A>(yr + k * C + c, kRelu ? math::relu(z) : z, stream, true);
       }
@@ -601,12 +614,10 @@ void span_grad_sums(
     s0 += dz;
     sx0 += dz * (xv - mean);
   }
-  // A short tail as the span's last full vector, its lanes already counted
-  // masked to zero.
-  if (i < n && n >= L) {
+  if (i < n && n >= L) {  // the short tail (see uncounted_tail)
     const Vec<A> xv = Acc::load(x + n - L);
     const Vec<A> dz = pre_activation_grad<kRelu>(Acc::load(dy + n - L), xv, mean, scale, beta);
-    const auto fresh = lane_index<A>() >= static_cast<A>(L - (n - i));
+    const auto fresh = uncounted_tail<A>(n - i);
     s1 += fresh ? dz : Vec<A>{};
     sx1 += fresh ? dz * (xv - mean) : Vec<A>{};
     i = n;
@@ -701,13 +712,8 @@ void rows_input_grad(
       const math::InputGradCoefs<Vec<A>> coefs{Own::load(k.a + c), Own::load(k.b + c)};
       for (int64_t j = 0; j < count; ++j) {
         const int64_t o = j * C + c;
-        if (next_sample != 0) {  // as in normalize_rows
-          __builtin_prefetch(xr + o + next_sample, 0, 2);
-          __builtin_prefetch(dyr + o + next_sample, 0, 2);
-        } else {
-          __builtin_prefetch(xr + o + ahead);
-          __builtin_prefetch(dyr + o + ahead);
-        }
+        prefetch_second_pass(xr + o, next_sample, ahead);
+        prefetch_second_pass(dyr + o, next_sample, ahead);
         const Vec<A> xv = Acc::load(xr + o);
         const Vec<A> dz = pre_activation_grad<kRelu>(Acc::load(dyr + o), xv, m, sc, b);
         store_out<S, A>(dxr + o, math::input_grad(dz, xv, m, c1, coefs), stream, true);
@@ -779,10 +785,10 @@ inline bool one_task_per_sample(int64_t N, int64_t sample_elements) {
 // groups are long streams that the hardware prefetcher follows.
 constexpr int64_t kReadAheadGroup = kSpanChunk;
 
-// Elements from group ng (of a task ending at `end`) to the next one, when it
-// is read ahead; else 0.
-inline int64_t read_ahead(int64_t ng, int64_t end, int64_t group_size) {
-  return ng + 1 < end && group_size <= kReadAheadGroup ? group_size : 0;
+// Elements from group ng (of a task ending at `end`) to the group `groups`
+// after it, when that one is read ahead; else 0.
+inline int64_t read_ahead(int64_t ng, int64_t end, int64_t group_size, int64_t groups = 1) {
+  return ng + groups < end && group_size <= kReadAheadGroup ? groups * group_size : 0;
 }
 
 // Whether channels-last output `out` (N * HxW rows of C) is streamed: needs
@@ -1100,7 +1106,7 @@ void backward_channels_first(const BackwardArgs& args, const AffineParams<P, A>&
             read_ahead(ng, end, group_size));
       }
       const auto k = group_coefs(params, s, sx, c0, D, r, static_cast<A>(group_size));
-      const int64_t ahead = read_ahead(ng + 1, end, group_size) != 0 ? 2 * group_size : 0;
+      const int64_t ahead = read_ahead(ng, end, group_size, 2);
       for (int64_t d = 0; d < D; ++d) {
         const A scale = math::channel_scale(r, params.gamma[c0 + d]);
         const A beta = params.beta[c0 + d];
