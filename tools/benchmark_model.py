@@ -2,7 +2,8 @@
 """Speed and memory of R50-FPN Mask R-CNN with our GN, detectron2's GN and BN*, on the CPU.
 
     python tools/benchmark_model.py [--quick] [--images 2] [--height 384] [--width 512] [--threads 2]
-                                    [--reps 3] [--rois 512] [--memory-allocator tuned|default] [--json FILE]
+                                    [--reps 3] [--warmup-rounds 6] [--profile-steps 3] [--rois 512]
+                                    [--memory-allocator tuned|default] [--json FILE]
 
 Three models, built and timed side by side in one process on the same batch:
 
@@ -33,12 +34,18 @@ The BN* model's FrozenBatchNorm2d statistics are set from one no-grad backbone p
 batch (identity statistics, the random-init default, let a random ResNet's activations grow
 block after block: losses in the hundreds, degenerate proposals, few RoIs, far less work).
 
-Repetitions are interleaved (the variant order rotates and reverses from one repetition to the
-next) after one warm-up step and inference each; medians over repetitions and the median of
-the per-repetition ratios are reported. One more training step (and inference) per variant
-runs under torch.profiler; its ops are grouped by name into convolution, GN, ReLU, BN* and
-the rest, counting each op once (an op nested in another of the same group is not counted
-again), as a share of the profiled step's wall time. FrozenBatchNorm2d has no op of its own
+Warm-up rounds (a training step and an inference per variant) repeat until a whole round
+makes under 4 MiB of page faults (at most --warmup-rounds): until then the heap is still
+growing to the step's peak, and the first touch of every new page (the kernel zeroing it)
+lands in whichever op allocated it, at 3-6 GB/s. Repetitions are then interleaved (the variant
+order rotates and reverses from one repetition to the next); medians over repetitions and
+the median of the per-repetition ratios are reported. Then --profile-steps more training
+steps (and inferences) per variant run under torch.profiler, interleaved, after one
+unrecorded profiled step each (the profiler's own allocations grow the heap again); each
+step's ops are grouped by name into convolution, GN, ReLU, BN* and the rest, counting each op
+once (an op nested in another of the same group is not counted again), and each group's
+median over the profiled steps is reported as a share of the median profiled wall time,
+with the page faults made during the profiled steps. FrozenBatchNorm2d has no op of its own
 in training (it runs x * scale + bias, or aten::batch_norm where no gradient is needed): its
 forward is labelled by a record_function range and its backward ops are matched to the
 forward ops by autograd sequence number.
@@ -55,6 +62,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -117,8 +125,8 @@ BACKWARD_NAMES = {"gn_detection::group_norm_backward", "aten::native_group_norm_
                   "aten::threshold_backward", "aten::native_batch_norm_backward", "aten::convolution_backward",
                   "torchvision::_roi_align_backward"}
 NORM_ACT_GROUPS = ("gn_ours", "gn_torch", "relu", "bn")
-PROFILE_LOADS = {}  # mode -> other load during each profiled run, in the order of the variants
 QUIET_LOAD = 0.1  # cores kept busy by other processes during a sample, to call it quiet
+SETTLED_FAULT_BYTES = 4 << 20  # page faults of a warm-up round under which the heap has stopped growing
 
 
 def parse_args(argv=None):
@@ -131,6 +139,10 @@ def parse_args(argv=None):
     parser.add_argument("--instances", type=int, default=6, help="ground-truth instances per image (default 6)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--reps", type=int, default=None, help="interleaved repetitions (default 3, quick 1)")
+    parser.add_argument("--warmup-rounds", type=int, default=6,
+                        help="at most this many warm-up rounds, until one makes no page faults (default 6)")
+    parser.add_argument("--profile-steps", type=int, default=None,
+                        help="profiled train steps and inferences per variant (default 3, quick 1)")
     parser.add_argument("--rois", type=int, default=None,
                         help="MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE (default 512 = detectron2's, quick 128)")
     parser.add_argument("--seed", type=int, default=0)
@@ -151,6 +163,10 @@ def parse_args(argv=None):
         args.reps = 1 if args.quick else 3
     if args.rois is None:
         args.rois = 128 if args.quick else 512
+    if args.profile_steps is None:
+        args.profile_steps = 1 if args.quick else 3
+    if args.reps < 1 or args.warmup_rounds < 1 or args.profile_steps < 1:
+        parser.error("--reps, --warmup-rounds and --profile-steps must be at least 1")
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
@@ -355,14 +371,34 @@ def wait_until_quiet(max_wait, threshold=0.3):
     return time.monotonic() - start
 
 
+def page_fault_bytes():
+    """Bytes of pages this process has touched for the first time so far (minor faults)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt * resource.getpagesize()
+
+
+def warm_up(runners, max_rounds):
+    """Rounds of one training step and one inference per variant until a round makes
+    under SETTLED_FAULT_BYTES of page faults (or max_rounds); returns the faults of each round."""
+    rounds = []
+    for _ in range(max_rounds):
+        faults = {}
+        for name, runner in runners.items():
+            before = page_fault_bytes()
+            runner.train_step()
+            runner.inference()
+            faults[name] = page_fault_bytes() - before
+        rounds.append(faults)
+        print(f"  warm-up round {len(rounds)}: page faults "
+              + ", ".join(f"{name} {value / 2**20:.0f} MiB" for name, value in faults.items()), flush=True)
+        if sum(faults.values()) < SETTLED_FAULT_BYTES:
+            break
+    return rounds
+
+
 def time_interleaved(runners, reps, max_wait=0.0):
-    """{name: {"train": [s...], "infer": [s...], "load": [cores...]}} after one warm-up each.
+    """{name: {"train": [s...], "infer": [s...], "load": [cores...]}}, after warm_up.
     Before every sample, waits up to `max_wait` s for the machine to be quiet."""
     names = list(runners)
-    for name in names:
-        print(f"  warm-up {name} ...", flush=True)
-        runners[name].train_step()
-        runners[name].inference()
     samples = {name: {"train": [], "infer": [], "load": []} for name in names}
     for rep in range(reps):
         shift = rep % len(names)
@@ -456,18 +492,45 @@ def classify_profile(events):
 
 
 def profile_variant(runner, model, mode):
-    """(wall seconds of one profiled train step or inference, op groups)."""
+    """{"wall": s, "groups": op groups, "faults": bytes, "load": cores} of one profiled
+    train step or inference."""
     activities = [torch.profiler.ProfilerActivity.CPU]
     with labelled_frozen_bn(model), torch.profiler.profile(activities=activities) as prof:
         before = gnbench.cpu_snapshot()
+        faults = page_fault_bytes()
         start = time.perf_counter()
         runner.train_step() if mode == "train" else runner.inference()
         wall = time.perf_counter() - start
+        faults = page_fault_bytes() - faults
         load = gnbench.other_load(before, gnbench.cpu_snapshot())
-    groups = classify_profile(prof.events())
-    print(f"  profiled {mode:<5} {wall:6.2f} s  other load {load:.2f} cores", flush=True)
-    PROFILE_LOADS.setdefault(mode, []).append(load)
-    return wall, groups
+    return {"wall": wall, "groups": classify_profile(prof.events()), "faults": faults, "load": load}
+
+
+def profile_interleaved(runners, models, steps, max_wait):
+    """{name: {mode: median_profile(...)}}: one unrecorded profiled train step and inference
+    per variant, then `steps` recorded ones, interleaved."""
+    names = list(runners)
+    runs = {name: {"train": [], "infer": []} for name in names}
+    for step in range(steps + 1):
+        for name in (names if step % 2 else names[::-1]):
+            for mode in ("train", "infer"):
+                if max_wait > 0:
+                    wait_until_quiet(max_wait)
+                run = profile_variant(runners[name], models[name], mode)
+                if step == 0:
+                    continue
+                runs[name][mode].append(run)
+                print(f"  profiled {name:<10} {mode:<5} {run['wall']:6.2f} s  page faults "
+                      f"{run['faults'] / 2**20:5.0f} MiB  other load {run['load']:.2f} cores", flush=True)
+    return {name: {mode: median_profile(runs[name][mode]) for mode in runs[name]} for name in names}
+
+
+def median_profile(runs):
+    """(median wall s, {group: {part: median over runs}}, {"faults": [bytes], "load": [cores]})."""
+    groups = {group: {part: statistics.median(run["groups"][group][part] for run in runs)
+                      for part in ("fwd", "bwd", "calls")} for group in GROUPS}
+    extra = {"faults": [run["faults"] for run in runs], "load": [run["load"] for run in runs]}
+    return statistics.median(run["wall"] for run in runs), groups, extra
 
 
 # ----------------------------------------------------------------------------- memory
@@ -540,7 +603,7 @@ def share_table(profiles, mode, names):
               "relu": "ReLU (relu/relu_/threshold_bwd)", "bn": "BN* (mul+add, batch_norm)",
               "conv": "convolution", "roi_align": "roi_align", "linear": "linear/addmm/mm (+bwd)"}
     for name in names:
-        wall, groups = profiles[name][mode]
+        wall, groups, _ = profiles[name][mode]
         us = wall * 1e6
         shares[name] = {f"{g}_{p}": groups[g][p] / us for g in groups for p in ("fwd", "bwd")}
         shares[name]["norm_act"] = sum(groups[g][p] for g in NORM_ACT_GROUPS for p in ("fwd", "bwd")) / us
@@ -567,9 +630,10 @@ def share_table(profiles, mode, names):
         line += f"{s * profiles[name][mode][0]:>10.3f} s {s:>8.1%} "
     print(line)
     print(f"{'profiled wall time':<34}" + "".join(f"{profiles[n][mode][0]:>10.3f} s {'':>9}" for n in names))
-    loads = PROFILE_LOADS.get(mode, [])
-    if len(loads) == len(names):
-        print(f"{'other load during it (cores)':<34}" + "".join(f"{v:>12.2f} {'':>9}" for v in loads))
+    for key, label, scale, fmt in (("faults", "page faults (MiB)", 2**-20, ".0f"),
+                                   ("load", "other load (cores)", 1, ".2f")):
+        print(f"{label + ', each step':<34}" + "".join(
+            f"{' '.join(format(v * scale, fmt) for v in profiles[n][mode][2][key]):>22}" for n in names))
     return shares
 
 
@@ -646,7 +710,10 @@ def main(argv=None) -> int:
     if "gn_ours" in names:
         print("  gn_ours loaded gn_d2's state_dict (no missing or unexpected keys): same weights")
 
-    print(f"\nTiming: {args.reps} interleaved repetition(s) after 1 warm-up step + inference each", flush=True)
+    print(f"\nWarm-up: rounds of one training step and inference per variant, until a round makes under "
+          f"{SETTLED_FAULT_BYTES >> 20} MiB of page faults (at most {args.warmup_rounds})", flush=True)
+    warmup_faults = warm_up(runners, args.warmup_rounds)
+    print(f"Timing: {args.reps} interleaved repetition(s)", flush=True)
     samples = time_interleaved(runners, args.reps, args.wait_idle)
 
     print("\nRoIs and losses of the last training step (same for every repetition):")
@@ -661,14 +728,9 @@ def main(argv=None) -> int:
 
     profiles = {}
     if not args.no_profile:
-        print("\nProfiling one train step and one inference per variant (torch.profiler, CPU) ...", flush=True)
-        for name in names:
-            profiles[name] = {}
-            for mode in ("train", "infer"):
-                if args.wait_idle > 0:
-                    wait_until_quiet(args.wait_idle)
-                print(f"  {name}:", end="", flush=True)
-                profiles[name][mode] = profile_variant(runners[name], models[name], mode)
+        print(f"\nProfiling {args.profile_steps} train step(s) and inference(s) per variant (torch.profiler, CPU), "
+              f"interleaved, after one unrecorded profiled step each ...", flush=True)
+        profiles = profile_interleaved(runners, models, args.profile_steps, args.wait_idle)
     load = gnbench.other_load(start_snapshot, gnbench.cpu_snapshot())
 
     print("\n" + "=" * 40 + " results " + "=" * 40)
@@ -743,11 +805,12 @@ def main(argv=None) -> int:
                              "opts": VARIANTS[n]["opts"], "description": describe_config(variant_config(n, args))}
                          for n in names},
             "timing": rows, "rois": roi_info, "memory_bytes": memory,
+            "warmup_fault_bytes": warmup_faults, "profile_steps": args.profile_steps,
             "profile_train": {n: {"wall_s": profiles[n]["train"][0], "groups_us": profiles[n]["train"][1],
-                                  "shares": train_shares[n]} for n in profiles},
+                                  "shares": train_shares[n], **profiles[n]["train"][2]} for n in profiles},
             "profile_infer": {n: {"wall_s": profiles[n]["infer"][0], "groups_us": profiles[n]["infer"][1],
-                                  "shares": infer_shares[n]} for n in profiles},
-            "other_load_cores": load, "profile_other_load_cores": PROFILE_LOADS, "targets": targets,
+                                  "shares": infer_shares[n], **profiles[n]["infer"][2]} for n in profiles},
+            "other_load_cores": load, "targets": targets,
         }
         with open(args.json, "w") as handle:
             json.dump(result, handle, indent=1)
