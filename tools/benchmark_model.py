@@ -45,7 +45,10 @@ unrecorded profiled step each (the profiler's own allocations grow the heap agai
 step's ops are grouped by name into convolution, GN, ReLU, BN* and the rest, counting each op
 once (an op nested in another of the same group is not counted again), and each group's
 median over the profiled steps is reported as a share of the median profiled wall time,
-with the page faults made during the profiled steps. FrozenBatchNorm2d has no op of its own
+with the page faults made during the profiled steps. A last table splits the GN and ReLU
+time of (a) and (b) by tensor shape, and prints the share ratio (a) would reach if each of
+its GN ops cost what (b)'s ReLU op costs on the same tensor in the same step (the same
+bytes moved): what the normalization+activation target asks of a GN kernel. FrozenBatchNorm2d has no op of its own
 in training (it runs x * scale + bias, or aten::batch_norm where no gradient is needed): its
 forward is labelled by a record_function range and its backward ops are matched to the
 forward ops by autograd sequence number.
@@ -452,7 +455,8 @@ def group_of(name):
 
 
 def classify_profile(events):
-    """{group: {"fwd": us, "bwd": us, "calls": n}} from a profiler's events."""
+    """({group: {"fwd": us, "bwd": us, "calls": n}}, {(group, part, shape): [us, calls]}) from a
+    profiler's events recorded with their input shapes; the second dict covers NORM_ACT_GROUPS."""
     events = [e for e in events if e.device_type == torch.autograd.DeviceType.CPU]
     # Backward nodes of FrozenBatchNorm2d's forward ops (x * scale + bias), by sequence number.
     bn_sequence = set()
@@ -465,6 +469,7 @@ def classify_profile(events):
                     break
                 parent = parent.cpu_parent
     result = {group: {"fwd": 0.0, "bwd": 0.0, "calls": 0} for group in GROUPS}
+    by_shape = {}
     for event in events:
         group = group_of(event.name)
         backward = event.name in BACKWARD_NAMES
@@ -486,16 +491,21 @@ def classify_profile(events):
             parent = parent.cpu_parent
         if nested:
             continue
-        result[group]["bwd" if backward else "fwd"] += event.cpu_time_total
+        part = "bwd" if backward else "fwd"
+        result[group][part] += event.cpu_time_total
         result[group]["calls"] += 1
-    return result
+        if group in NORM_ACT_GROUPS and event.input_shapes:
+            entry = by_shape.setdefault((group, part, tuple(event.input_shapes[0])), [0.0, 0])
+            entry[0] += event.cpu_time_total
+            entry[1] += 1
+    return result, by_shape
 
 
 def profile_variant(runner, model, mode):
     """{"wall": s, "groups": op groups, "faults": bytes, "load": cores} of one profiled
     train step or inference."""
     activities = [torch.profiler.ProfilerActivity.CPU]
-    with labelled_frozen_bn(model), torch.profiler.profile(activities=activities) as prof:
+    with labelled_frozen_bn(model), torch.profiler.profile(activities=activities, record_shapes=True) as prof:
         before = gnbench.cpu_snapshot()
         faults = page_fault_bytes()
         start = time.perf_counter()
@@ -503,7 +513,8 @@ def profile_variant(runner, model, mode):
         wall = time.perf_counter() - start
         faults = page_fault_bytes() - faults
         load = gnbench.other_load(before, gnbench.cpu_snapshot())
-    return {"wall": wall, "groups": classify_profile(prof.events()), "faults": faults, "load": load}
+    groups, by_shape = classify_profile(prof.events())
+    return {"wall": wall, "groups": groups, "by_shape": by_shape, "faults": faults, "load": load}
 
 
 def profile_interleaved(runners, models, steps, max_wait):
@@ -526,10 +537,14 @@ def profile_interleaved(runners, models, steps, max_wait):
 
 
 def median_profile(runs):
-    """(median wall s, {group: {part: median over runs}}, {"faults": [bytes], "load": [cores]})."""
+    """(median wall s, {group: {part: median over runs}}, {"faults": [bytes], "load": [cores],
+    "by_shape": {(group, part, shape): [median us, calls]}})."""
     groups = {group: {part: statistics.median(run["groups"][group][part] for run in runs)
                       for part in ("fwd", "bwd", "calls")} for group in GROUPS}
-    extra = {"faults": [run["faults"] for run in runs], "load": [run["load"] for run in runs]}
+    keys = set().union(*(run["by_shape"] for run in runs))
+    by_shape = {key: [statistics.median(run["by_shape"].get(key, [0.0, 0])[0] for run in runs),
+                      max(run["by_shape"].get(key, [0.0, 0])[1] for run in runs)] for key in keys}
+    extra = {"faults": [run["faults"] for run in runs], "load": [run["load"] for run in runs], "by_shape": by_shape}
     return statistics.median(run["wall"] for run in runs), groups, extra
 
 
@@ -635,6 +650,59 @@ def share_table(profiles, mode, names):
         print(f"{label + ', each step':<34}" + "".join(
             f"{' '.join(format(v * scale, fmt) for v in profiles[n][mode][2][key]):>22}" for n in names))
     return shares
+
+
+def profile_extra(profile):
+    """The page faults, load and by-shape times of a median_profile, as JSON values."""
+    extra = dict(profile[2])
+    extra["by_shape"] = [{"group": group, "part": part, "shape": list(shape), "us": us, "calls": calls}
+                         for (group, part, shape), (us, calls) in sorted(extra["by_shape"].items())]
+    return extra
+
+
+def norm_act_by_shape(profiles):
+    """Prints the profiled train step's GN and ReLU time per tensor shape for (a) and (b);
+    returns the share ratio (a)'s norm+act would have if each of its GN ops cost what one of
+    (b)'s ReLU ops costs on the same tensor, in the same step (see the printed note)."""
+    walls = {name: profiles[name]["train"][0] for name in ("gn_ours", "gn_d2")}
+    tables = {name: profiles[name]["train"][2]["by_shape"] for name in walls}
+    columns = [("gn_d2", "gn_torch"), ("gn_d2", "relu"), ("gn_ours", "gn_ours"), ("gn_ours", "relu")]
+    rows = {}
+    for name, table in tables.items():
+        for (group, part, shape), (us, calls) in table.items():
+            rows.setdefault(shape, {})[(name, group, part)] = (us, calls)
+    print("\nProfiled train step by tensor shape: ms per step (calls)")
+    header = f"{'shape':<22}" + "".join(f"{label + ' ' + part:>17}" for label in
+                                      ("(b) GN", "(b) ReLU", "(a) GN", "(a) ReLU") for part in ("fwd", "bwd"))
+    print(header)
+    total = lambda shape: sum(us for us, _ in rows[shape].values())  # noqa: E731
+    for shape in sorted(rows, key=total, reverse=True):
+        line = f"{'x'.join(map(str, shape)):<22}"
+        for name, group in columns:
+            for part in ("fwd", "bwd"):
+                us, calls = rows[shape].get((name, group, part), (0.0, 0))
+                line += f"{us / 1e3:>12.2f} ({calls:>2})" if calls else f"{'-':>17}"
+        print(line)
+    # (b)'s ReLU ops per call on each shape: one read and one write of the tensor (forward) or
+    # two reads and one write (threshold_backward), as many bytes as a GN op on it moves.
+    relu_cost = {(part, shape): us / calls for (group, part, shape), (us, calls) in tables["gn_d2"].items()
+                 if group == "relu" and calls}
+    at_relu_cost, unmatched = 0.0, 0.0
+    for (group, part, shape), (us, calls) in tables["gn_ours"].items():
+        if group == "relu":
+            at_relu_cost += us
+        elif (part, shape) in relu_cost:
+            at_relu_cost += calls * relu_cost[(part, shape)]
+        else:
+            unmatched += us
+    theirs = sum(us for us, _ in tables["gn_d2"].values())
+    ratio = (at_relu_cost / walls["gn_ours"]) / (theirs / walls["gn_d2"])
+    print(f"(a) at ReLU cost: its own ReLU ops as measured, and each GN op costing what one of (b)'s ReLU ops "
+          f"costs on the same tensor (forward: relu/relu_, one read and one write; backward: threshold_backward, "
+          f"two reads and one write; the bytes a GN op moves): {at_relu_cost / 1e3:.1f} ms against (b)'s "
+          f"{theirs / 1e3:.1f} ms of norm+act ops, a share ratio of {ratio:.2f} (target 0.5); "
+          f"{unmatched / 1e3:.1f} ms of (a)'s GN ops have no (b) ReLU of their shape and count 0 in it")
+    return ratio
 
 
 def check_targets(samples, shares):
@@ -777,13 +845,15 @@ def main(argv=None) -> int:
                   f"{(m['hwm_train'] - m['rss_before']) * mib:>8.0f}")
         print("('before' = resident size after building the model and batch; 'above' = peak minus 'before')")
 
-    train_shares, infer_shares = {}, {}
+    train_shares, infer_shares, share_at_relu_cost = {}, {}, None
     if profiles:
         print("\nProfiled train step: time in op groups (inclusive CPU time of the outermost op of each group) "
               "and share of the step's wall time")
         train_shares = share_table(profiles, "train", names)
         print("\nProfiled inference: same grouping")
         infer_shares = share_table(profiles, "infer", names)
+        if "gn_ours" in profiles and "gn_d2" in profiles:
+            share_at_relu_cost = norm_act_by_shape(profiles)
 
     targets = check_targets(samples, train_shares)
     print("\n" + gnbench.contention_note(load))
@@ -807,10 +877,10 @@ def main(argv=None) -> int:
             "timing": rows, "rois": roi_info, "memory_bytes": memory,
             "warmup_fault_bytes": warmup_faults, "profile_steps": args.profile_steps,
             "profile_train": {n: {"wall_s": profiles[n]["train"][0], "groups_us": profiles[n]["train"][1],
-                                  "shares": train_shares[n], **profiles[n]["train"][2]} for n in profiles},
+                                  "shares": train_shares[n], **profile_extra(profiles[n]["train"])} for n in profiles},
             "profile_infer": {n: {"wall_s": profiles[n]["infer"][0], "groups_us": profiles[n]["infer"][1],
-                                  "shares": infer_shares[n], **profiles[n]["infer"][2]} for n in profiles},
-            "other_load_cores": load, "targets": targets,
+                                  "shares": infer_shares[n], **profile_extra(profiles[n]["infer"])} for n in profiles},
+            "norm_act_share_ratio_at_relu_cost": share_at_relu_cost, "other_load_cores": load, "targets": targets,
         }
         with open(args.json, "w") as handle:
             json.dump(result, handle, indent=1)
