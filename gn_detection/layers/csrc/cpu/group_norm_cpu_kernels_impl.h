@@ -828,17 +828,17 @@ void forward_channels_first(const ForwardArgs& args, const AffineParams<P, A>& p
       for (int64_t d = 0; d < D; ++d) {
         const A scale = math::channel_scale(rstd, params.gamma[c0 + d]);
         const A beta = params.beta[c0 + d];
+        auto output = [&](auto xv) {  // of a vector or of one element
+          const auto z = math::normalize(xv, mean, scale, beta);
+          return kRelu ? math::relu(z) : z;
+        };
         out.span(
             HxW,
             [&](int64_t i) {
               __builtin_prefetch(X + i + ahead);
-              const Vec<A> z = math::normalize(Access<S, A>::load(X + i), mean, scale, beta);
-              return kRelu ? math::relu(z) : z;
+              return output(Access<S, A>::load(X + i));
             },
-            [&](int64_t i) {
-              const A z = math::normalize(Access<S, A>::load1(X + i), mean, scale, beta);
-              return kRelu ? math::relu(z) : z;
-            });
+            [&](int64_t i) { return output(Access<S, A>::load1(X + i)); });
       }
     }
     stream_fence(stream);
@@ -1110,20 +1110,17 @@ void backward_channels_first(const BackwardArgs& args, const AffineParams<P, A>&
       for (int64_t d = 0; d < D; ++d) {
         const A scale = math::channel_scale(r, params.gamma[c0 + d]);
         const A beta = params.beta[c0 + d];
+        auto input_grad = [&](auto dyv, auto xv) {  // of a vector or of one element
+          return math::input_grad(pre_activation_grad<kRelu>(dyv, xv, m, scale, beta), xv, m, scale, k);
+        };
         out.span(
             HxW,
             [&](int64_t i) {
               __builtin_prefetch(DY + i + ahead);
               __builtin_prefetch(X + i + ahead);
-              const Vec<A> xv = Access<S, A>::load(X + i);
-              const Vec<A> dz = pre_activation_grad<kRelu>(Access<S, A>::load(DY + i), xv, m, scale, beta);
-              return math::input_grad(dz, xv, m, scale, k);
+              return input_grad(Access<S, A>::load(DY + i), Access<S, A>::load(X + i));
             },
-            [&](int64_t i) {
-              const A xv = Access<S, A>::load1(X + i);
-              const A dz = pre_activation_grad<kRelu>(Access<S, A>::load1(DY + i), xv, m, scale, beta);
-              return math::input_grad(dz, xv, m, scale, k);
-            });
+            [&](int64_t i) { return input_grad(Access<S, A>::load1(DY + i), Access<S, A>::load1(X + i)); });
       }
     }
     stream_fence(stream);
