@@ -48,10 +48,10 @@ median over the profiled steps is reported as a share of the median profiled wal
 with the page faults made during the profiled steps. A last table splits the GN and ReLU
 time of (a) and (b) by tensor shape, and prints the share ratio (a) would reach if each of
 its GN ops cost what (b)'s ReLU op costs on the same tensor in the same step (the same
-bytes moved): what the normalization+activation target asks of a GN kernel. FrozenBatchNorm2d has no op of its own
-in training (it runs x * scale + bias, or aten::batch_norm where no gradient is needed): its
-forward is labelled by a record_function range and its backward ops are matched to the
-forward ops by autograd sequence number.
+bytes moved): what the normalization+activation target asks of a GN kernel.
+FrozenBatchNorm2d has no op of its own in training (it runs x * scale + bias, or
+aten::batch_norm where no gradient is needed): its forward is labelled by a record_function
+range and its backward ops are matched to the forward ops by autograd sequence number.
 
 Peak memory: each variant runs again in a fresh child process of this script (--variant),
 with the same allocator setting, which builds the model, runs one inference and then one
@@ -502,8 +502,8 @@ def classify_profile(events):
 
 
 def profile_variant(runner, model, mode):
-    """{"wall": s, "groups": op groups, "faults": bytes, "load": cores} of one profiled
-    train step or inference."""
+    """{"wall": s, "groups": op groups, "by_shape": norm+act ops by shape (classify_profile),
+    "faults": bytes, "load": cores} of one profiled train step or inference."""
     activities = [torch.profiler.ProfilerActivity.CPU]
     with labelled_frozen_bn(model), torch.profiler.profile(activities=activities, record_shapes=True) as prof:
         before = gnbench.cpu_snapshot()
