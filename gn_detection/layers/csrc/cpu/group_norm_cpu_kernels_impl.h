@@ -22,8 +22,9 @@
 // elements are contiguous, so the statistics pass and the normalize pass (and
 // the two backward passes) of a task run back to back on data still in cache.
 // While a small group is written, the groups a few KiB ahead are read ahead,
-// so that memory reads and writes overlap instead of taking turns. A task writes its range of
-// the output in aligned whole vectors (SpanWriter), whatever HxW is.
+// so that memory reads and writes overlap instead of taking turns. A task
+// writes its range of the output in aligned whole vectors (SpanWriter),
+// whatever HxW is.
 //
 // Channels-last (memory (N, HxW, C)): vectorized along C. Samples whose data
 // fits in L2 are one task each (statistics, then normalize, in cache); larger
@@ -797,19 +798,19 @@ inline int64_t read_ahead(int64_t ng, int64_t end, int64_t group_size, int64_t g
   return ng + groups < end && group_size <= kReadAheadGroup ? groups * group_size : 0;
 }
 
-// How far ahead small groups are read, in whole groups of at least this many
+// How far ahead small groups are read: whole groups making at least this many
 // bytes. One group is not enough: a thread finishes a RoI-head group (1.5-6 KiB)
 // in less time than memory takes to answer, so the next group's loads waited.
-// The backward reads two inputs per group, so it reaches its distance in half
-// the groups. When that is the next group (groups of 4 KiB and more), its
-// input-gradient pass asks again for the lines that its sums pass asked for
-// (the mask-head backward was 0.90-0.94x as fast when it asked for the group
-// after them, 0.88-0.93x when it asked for none); when the sums pass reads
-// several groups ahead, asking again only costs instructions (box-head
-// backward 1.06-1.12x faster without).
-// Chosen side by side with memory at ~110 GB/s: box/mask head forward 0.81-0.86x
-// as fast with one group ahead, 0.96-0.99x with 32 KiB; box-head backward 0.88x
-// as fast with one group ahead, mask-head backward 0.93-0.95x with 8 KiB.
+// The backward reads two inputs per group and needs half the distance. When
+// that distance is the next group (groups of 4 KiB and more), its
+// input-gradient pass asks again for the lines its sums pass asked for; when
+// the sums pass reads several groups ahead, asking again only costs
+// instructions. Measured side by side at ~100 GB/s (BENCHMARKS.md, session 5):
+// the forward 1.17-1.23x faster 16 KiB ahead than one group ahead, and 8 KiB
+// another 1.00-1.06x; the box-head backward 1.14-1.16x faster 4 KiB ahead than
+// one group ahead, and 1.06-1.12x without asking again; the mask-head backward
+// 1.07-1.15x faster asking again for the same group than for the group after,
+// and 1.12-1.13x than asking for nothing.
 constexpr int64_t kForwardReadAheadBytes = 8192;
 constexpr int64_t kBackwardReadAheadBytes = 4096;
 
