@@ -537,15 +537,16 @@ def profile_interleaved(runners, models, steps, max_wait):
 
 
 def median_profile(runs):
-    """(median wall s, {group: {part: median over runs}}, {"faults": [bytes], "load": [cores],
-    "by_shape": {(group, part, shape): [median us, calls]}})."""
+    """The profile_variant runs of one variant and mode merged into one of the same form: the
+    median wall time, groups and by-shape times (calls: the most of any run), and the page
+    faults and load of every run as lists."""
     groups = {group: {part: statistics.median(run["groups"][group][part] for run in runs)
                       for part in ("fwd", "bwd", "calls")} for group in GROUPS}
     keys = set().union(*(run["by_shape"] for run in runs))
     by_shape = {key: [statistics.median(run["by_shape"].get(key, [0.0, 0])[0] for run in runs),
                       max(run["by_shape"].get(key, [0.0, 0])[1] for run in runs)] for key in keys}
-    extra = {"faults": [run["faults"] for run in runs], "load": [run["load"] for run in runs], "by_shape": by_shape}
-    return statistics.median(run["wall"] for run in runs), groups, extra
+    return {"wall": statistics.median(run["wall"] for run in runs), "groups": groups, "by_shape": by_shape,
+            "faults": [run["faults"] for run in runs], "load": [run["load"] for run in runs]}
 
 
 # ----------------------------------------------------------------------------- memory
@@ -618,7 +619,7 @@ def share_table(profiles, mode, names):
               "relu": "ReLU (relu/relu_/threshold_bwd)", "bn": "BN* (mul+add, batch_norm)",
               "conv": "convolution", "roi_align": "roi_align", "linear": "linear/addmm/mm (+bwd)"}
     for name in names:
-        wall, groups, _ = profiles[name][mode]
+        wall, groups = profiles[name][mode]["wall"], profiles[name][mode]["groups"]
         us = wall * 1e6
         shares[name] = {f"{g}_{p}": groups[g][p] / us for g in groups for p in ("fwd", "bwd")}
         shares[name]["norm_act"] = sum(groups[g][p] for g in NORM_ACT_GROUPS for p in ("fwd", "bwd")) / us
@@ -627,45 +628,45 @@ def share_table(profiles, mode, names):
     for group, part in rows:
         if mode == "infer" and part == "bwd":
             continue
-        values = [profiles[n][mode][1][group][part] for n in names]
+        values = [profiles[n][mode]["groups"][group][part] for n in names]
         if not any(values):
             continue
         line = f"{labels[group] + ' ' + part:<34}"
         for name, value in zip(names, values):
-            line += f"{value / 1e6:>10.3f} s {value / 1e6 / profiles[name][mode][0]:>8.1%} "
+            line += f"{value / 1e6:>10.3f} s {value / 1e6 / profiles[name][mode]['wall']:>8.1%} "
         print(line)
     line = f"{'= normalization + activation':<34}"
     for name in names:
         s = shares[name]["norm_act"]
-        line += f"{s * profiles[name][mode][0]:>10.3f} s {s:>8.1%} "
+        line += f"{s * profiles[name][mode]['wall']:>10.3f} s {s:>8.1%} "
     print(line)
     line = f"{'other ops and Python':<34}"
     for name in names:
         s = shares[name]["other"]
-        line += f"{s * profiles[name][mode][0]:>10.3f} s {s:>8.1%} "
+        line += f"{s * profiles[name][mode]['wall']:>10.3f} s {s:>8.1%} "
     print(line)
-    print(f"{'profiled wall time':<34}" + "".join(f"{profiles[n][mode][0]:>10.3f} s {'':>9}" for n in names))
+    print(f"{'profiled wall time':<34}" + "".join(f"{profiles[n][mode]['wall']:>10.3f} s {'':>9}" for n in names))
     for key, label, scale, fmt in (("faults", "page faults (MiB)", 2**-20, ".0f"),
                                    ("load", "other load (cores)", 1, ".2f")):
         print(f"{label + ', each step':<34}" + "".join(
-            f"{' '.join(format(v * scale, fmt) for v in profiles[n][mode][2][key]):>22}" for n in names))
+            f"{' '.join(format(v * scale, fmt) for v in profiles[n][mode][key]):>22}" for n in names))
     return shares
 
 
-def profile_extra(profile):
-    """The page faults, load and by-shape times of a median_profile, as JSON values."""
-    extra = dict(profile[2])
-    extra["by_shape"] = [{"group": group, "part": part, "shape": list(shape), "us": us, "calls": calls}
-                         for (group, part, shape), (us, calls) in sorted(extra["by_shape"].items())]
-    return extra
+def profile_json(profile, shares):
+    """A median_profile and its shares as JSON values."""
+    return {"wall_s": profile["wall"], "groups_us": profile["groups"], "shares": shares,
+            "faults": profile["faults"], "load": profile["load"],
+            "by_shape": [{"group": group, "part": part, "shape": list(shape), "us": us, "calls": calls}
+                         for (group, part, shape), (us, calls) in sorted(profile["by_shape"].items())]}
 
 
 def norm_act_by_shape(profiles):
     """Prints the profiled train step's GN and ReLU time per tensor shape for (a) and (b);
     returns the share ratio (a)'s norm+act would have if each of its GN ops cost what one of
     (b)'s ReLU ops costs on the same tensor, in the same step (see the printed note)."""
-    walls = {name: profiles[name]["train"][0] for name in ("gn_ours", "gn_d2")}
-    tables = {name: profiles[name]["train"][2]["by_shape"] for name in walls}
+    walls = {name: profiles[name]["train"]["wall"] for name in ("gn_ours", "gn_d2")}
+    tables = {name: profiles[name]["train"]["by_shape"] for name in walls}
     columns = [("gn_d2", "gn_torch"), ("gn_d2", "relu"), ("gn_ours", "gn_ours"), ("gn_ours", "relu")]
     rows = {}
     for name, table in tables.items():
@@ -876,10 +877,8 @@ def main(argv=None) -> int:
                          for n in names},
             "timing": rows, "rois": roi_info, "memory_bytes": memory,
             "warmup_fault_bytes": warmup_faults, "profile_steps": args.profile_steps,
-            "profile_train": {n: {"wall_s": profiles[n]["train"][0], "groups_us": profiles[n]["train"][1],
-                                  "shares": train_shares[n], **profile_extra(profiles[n]["train"])} for n in profiles},
-            "profile_infer": {n: {"wall_s": profiles[n]["infer"][0], "groups_us": profiles[n]["infer"][1],
-                                  "shares": infer_shares[n], **profile_extra(profiles[n]["infer"])} for n in profiles},
+            "profile_train": {n: profile_json(profiles[n]["train"], train_shares[n]) for n in profiles},
+            "profile_infer": {n: profile_json(profiles[n]["infer"], infer_shares[n]) for n in profiles},
             "norm_act_share_ratio_at_relu_cost": share_at_relu_cost, "other_load_cores": load, "targets": targets,
         }
         with open(args.json, "w") as handle:
