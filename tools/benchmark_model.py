@@ -3,7 +3,7 @@
 
     python tools/benchmark_model.py [--quick] [--images 2] [--height 384] [--width 512] [--threads 2]
                                     [--reps 3] [--warmup-rounds 6] [--profile-steps 3] [--rois 512]
-                                    [--memory-allocator tuned|default] [--json FILE]
+                                    [--allocator tuned|default] [--memory-allocator tuned|default] [--json FILE]
 
 Three models, built and timed side by side in one process on the same batch:
 
@@ -34,10 +34,17 @@ The BN* model's FrozenBatchNorm2d statistics are set from one no-grad backbone p
 batch (identity statistics, the random-init default, let a random ResNet's activations grow
 block after block: losses in the hundreds, degenerate proposals, few RoIs, far less work).
 
+Allocator (--allocator): "tuned" (the default, as in tools/benchmark_gn.py) calls
+mallopt(M_MMAP_MAX=0, M_TRIM_THRESHOLD=2**31-1) at start, so freed memory is reused and the
+ops, not the kernel's page faults, are timed; "default" leaves glibc as a plain process has
+it: every allocation over 32 MB is a fresh mmap whose pages fault on first touch, in every
+step, inside whichever op writes them first.
+
 Warm-up rounds (a training step and an inference per variant) repeat until a whole round
 makes under 4 MiB of page faults (at most --warmup-rounds): until then the heap is still
 growing to the step's peak, and the first touch of every new page (the kernel zeroing it)
-lands in whichever op allocated it, at 3-6 GB/s. Repetitions are then interleaved (the variant
+lands in whichever op allocated it, at 3-6 GB/s. With the default allocator the faults never
+stop, so the warm-up ends as soon as a round makes no fewer of them than the round before. Repetitions are then interleaved (the variant
 order rotates and reverses from one repetition to the next); medians over repetitions and
 the median of the per-repetition ratios are reported. Then --profile-steps more training
 steps (and inferences) per variant run under torch.profiler, interleaved, after one
@@ -54,7 +61,7 @@ aten::batch_norm where no gradient is needed): its forward is labelled by a reco
 range and its backward ops are matched to the forward ops by autograd sequence number.
 
 Peak memory: each variant runs again in a fresh child process of this script (--variant),
-with the same allocator setting, which builds the model, runs one inference and then one
+with --memory-allocator (default: the same as --allocator), which builds the model, runs one inference and then one
 training step and reads the kernel's peak resident set size (VmHWM, the same as
 getrusage's ru_maxrss) after each. The inference peak is exact; the training peak is the
 peak of the whole child (the training step is the larger one). "above model" subtracts the
@@ -156,10 +163,11 @@ def parse_args(argv=None):
                         + ", ".join(VARIANTS))
     parser.add_argument("--no-profile", action="store_true", help="skip the torch.profiler step")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
-    parser.add_argument("--memory-allocator", choices=["tuned", "default"], default="tuned",
-                        help="allocator of the peak-memory children (default tuned, as the timing)")
+    parser.add_argument("--allocator", choices=["tuned", "default"], default="tuned",
+                        help="glibc malloc setting of this process (default tuned; see above)")
+    parser.add_argument("--memory-allocator", choices=["tuned", "default"], default=None,
+                        help="allocator of the peak-memory children (default: the same as --allocator)")
     parser.add_argument("--variant", choices=list(VARIANTS), help=argparse.SUPPRESS)  # memory child
-    parser.add_argument("--allocator", choices=["tuned", "default"], default="tuned", help=argparse.SUPPRESS)
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
     args = parser.parse_args(argv)
     if args.reps is None:
@@ -168,6 +176,8 @@ def parse_args(argv=None):
         args.rois = 128 if args.quick else 512
     if args.profile_steps is None:
         args.profile_steps = 1 if args.quick else 3
+    if args.memory_allocator is None:
+        args.memory_allocator = args.allocator
     if args.reps < 1 or args.warmup_rounds < 1 or args.profile_steps < 1:
         parser.error("--reps, --warmup-rounds and --profile-steps must be at least 1")
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -379,9 +389,11 @@ def page_fault_bytes():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt * resource.getpagesize()
 
 
-def warm_up(runners, max_rounds):
+def warm_up(runners, max_rounds, faults_persist=False):
     """Rounds of one training step and one inference per variant until a round makes
-    under SETTLED_FAULT_BYTES of page faults (or max_rounds); returns the faults of each round."""
+    under SETTLED_FAULT_BYTES of page faults, or, when `faults_persist` (glibc's default
+    allocator maps large outputs afresh in every step), no fewer than the round before;
+    at most max_rounds. Returns the faults of each round."""
     rounds = []
     for _ in range(max_rounds):
         faults = {}
@@ -393,7 +405,9 @@ def warm_up(runners, max_rounds):
         rounds.append(faults)
         print(f"  warm-up round {len(rounds)}: page faults "
               + ", ".join(f"{name} {value / 2**20:.0f} MiB" for name, value in faults.items()), flush=True)
-        if sum(faults.values()) < SETTLED_FAULT_BYTES:
+        total = sum(faults.values())
+        if total < SETTLED_FAULT_BYTES or (faults_persist and len(rounds) > 1
+                                           and total >= sum(rounds[-2].values())):
             break
     return rounds
 
@@ -733,7 +747,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.variant:
         return memory_child(args)
-    allocator_text = gnbench.apply_allocator("tuned")
+    allocator_text = gnbench.apply_allocator(args.allocator)
     torch.set_num_threads(args.threads)
     names = args.variants
     print(f"Mask R-CNN R50-FPN benchmark: torch {torch.__version__}, float32, CPU")
@@ -779,9 +793,10 @@ def main(argv=None) -> int:
     if "gn_ours" in names:
         print("  gn_ours loaded gn_d2's state_dict (no missing or unexpected keys): same weights")
 
+    steady = " (default allocator: or no fewer than the round before)" if args.allocator == "default" else ""
     print(f"\nWarm-up: rounds of one training step and inference per variant, until a round makes under "
-          f"{SETTLED_FAULT_BYTES >> 20} MiB of page faults (at most {args.warmup_rounds})", flush=True)
-    warmup_faults = warm_up(runners, args.warmup_rounds)
+          f"{SETTLED_FAULT_BYTES >> 20} MiB of page faults{steady} (at most {args.warmup_rounds})", flush=True)
+    warmup_faults = warm_up(runners, args.warmup_rounds, faults_persist=args.allocator == "default")
     print(f"Timing: {args.reps} interleaved repetition(s)", flush=True)
     samples = time_interleaved(runners, args.reps, args.wait_idle)
 
