@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Speed of the gn_detection GroupNorm op against PyTorch's, on the CPU.
 
-    python tools/benchmark_gn.py [--quick] [--threads N] [--allocator tuned|default|both] [--json FILE]
+    python tools/benchmark_gn.py [--quick] [--cold] [--threads N] [--allocator tuned|default|both] [--json FILE]
 
 For every shape and memory format it times, side by side and interleaved in
 one process: ours vs torch.nn.functional.group_norm ("gn"), and the fused
@@ -18,6 +18,13 @@ same for both implementations, parameters and statistics neglected):
   forward+backward forward + reads dy and x, writes dx     5 * |x| bytes
   copy             reads x, writes the buffer              2 * |x| bytes
 
+Cache (--cold): by default every call of a row reuses the same tensors, so a
+tensor smaller than the last-level cache, or part of a larger one, may still
+be there from the call before. --cold gives each shape enough sets of tensors
+(together at least twice the last-level cache) and calls them in turn, so no call
+finds data that an earlier call of its row left in cache: in a network every
+layer has tensors of its own.
+
 Allocator: glibc serves every allocation above 32 MB with a fresh mmap, so
 large outputs page-fault on first touch and both sides wait on the kernel.
 "tuned" (the default) calls mallopt(M_MMAP_MAX=0, M_TRIM_THRESHOLD=2**31-1)
@@ -27,6 +34,7 @@ tuned here and the default setting in a child process, then compares them.
 
 import argparse
 import ctypes
+import itertools
 import json
 import math
 import os
@@ -71,6 +79,7 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--reps", type=int, default=None, help="repetitions per row (default 15, quick 5)")
     parser.add_argument("--allocator", choices=["tuned", "default", "both"], default="tuned")
+    parser.add_argument("--cold", action="store_true", help="every call on tensors out of cache (see above)")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
     args = parser.parse_args(argv)
     if args.reps is None:
@@ -126,6 +135,34 @@ def contention_note(load: float) -> str:
     if load > 0.25:
         note = "WARNING: " + note + ": times are inflated and ratios unreliable; rerun on an idle machine"
     return note
+
+
+def last_level_cache_bytes() -> int:
+    """Size of the CPU's last-level cache (Linux sysfs), 32 MiB when unknown."""
+    sizes = []
+    for index in range(8):
+        try:
+            with open(f"/sys/devices/system/cpu/cpu0/cache/index{index}/size") as handle:
+                text = handle.read().strip()
+        except OSError:
+            break
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        sizes.append(int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text))
+    return max(sizes, default=32 << 20)
+
+
+def tensor_sets(nbytes: int, cold: bool) -> int:
+    """Sets of tensors a shape is timed on: 1, or with --cold enough that their inputs
+    together are twice the last-level cache, so a set is out of cache when its turn comes again."""
+    return max(1, math.ceil(2 * last_level_cache_bytes() / nbytes)) if cold else 1
+
+
+def in_turn(fns):
+    """One function calling fns[0], fns[1], ... in turn (itself when there is one)."""
+    if len(fns) == 1:
+        return fns[0]
+    turn = itertools.cycle(fns)
+    return lambda: next(turn)()
 
 
 def make_tensors(shape, memory_format):
@@ -203,23 +240,21 @@ def time_interleaved(fns: dict, reps: int, target_seconds: float, warmup: int = 
     return samples
 
 
-def measure_shape(shape_name, fmt, reps, target_seconds):
+def measure_shape(shape_name, fmt, reps, target_seconds, cold=False):
     """All rows of one shape and memory format, timed in one interleaved batch."""
     shape = SHAPES[shape_name]
-    tensors = make_tensors(shape, FORMATS[fmt])
+    nbytes = math.prod(shape) * 4  # float32
+    sets = [make_tensors(shape, FORMATS[fmt]) for _ in range(tensor_sets(nbytes, cold))]
     for op in OPS:
-        difference = check_agreement(tensors, op)
+        difference = check_agreement(sets[0], op)
         if not difference < 1e-3:
             raise SystemExit(f"ours and torch disagree on {shape} {fmt} {op}: max |diff| {difference:.3g}")
-    x, _, _ = tensors["plain"]
-    buffer = tensors["buffer"]
-    fns = {"copy": lambda: buffer.copy_(x)}
+    fns = {"copy": in_turn([lambda t=t: t["buffer"].copy_(t["plain"][0]) for t in sets])}
     for op in OPS:
         for pass_name in PASSES:
             for impl in ("ours", "torch"):
-                fns[(impl, op, pass_name)] = make_callable(impl, op, pass_name, tensors)
+                fns[(impl, op, pass_name)] = in_turn([make_callable(impl, op, pass_name, t) for t in sets])
     samples = time_interleaved(fns, reps, target_seconds)
-    nbytes = x.numel() * x.element_size()
     copy_gbs = 2 * nbytes / statistics.median(samples["copy"]) / 1e9
     rows = []
     for op in OPS:
@@ -237,6 +272,7 @@ def measure_shape(shape_name, fmt, reps, target_seconds):
                 "ours_gbs": multiple * nbytes / statistics.median(ours) / 1e9,
                 "torch_gbs": multiple * nbytes / statistics.median(theirs) / 1e9,
                 "copy_gbs": copy_gbs,
+                "tensor_sets": len(sets),
             })
     return rows
 
@@ -301,6 +337,9 @@ def run_benchmark(args, allocator_text: str) -> dict:
     print(f"GroupNorm benchmark: gn_detection vs torch {torch.__version__}, groups={GROUPS}, float32")
     print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores; torch threads: {torch.get_num_threads()}")
     print(f"Allocator: {allocator_text}")
+    if args.cold:
+        print(f"Cold: each shape is timed on sets of tensors called in turn, whose inputs together make at least "
+              f"{2 * last_level_cache_bytes() >> 20} MiB (twice the last-level cache)")
     before = cpu_snapshot()
     print(f"{args.reps} interleaved repetitions per row, medians; gn_detection CUDA kernels compiled: "
           f"{cuda_compiled()}")
@@ -309,9 +348,10 @@ def run_benchmark(args, allocator_text: str) -> dict:
     rows = []
     for shape_name in shape_names:
         for fmt in FORMATS:
-            rows.extend(measure_shape(shape_name, fmt, args.reps, target_seconds))
+            rows.extend(measure_shape(shape_name, fmt, args.reps, target_seconds, args.cold))
     means = summarize(rows)
     result = {"allocator": allocator_text, "threads": args.threads, "reps": args.reps, "quick": args.quick,
+              "cold": args.cold,
               "torch": torch.__version__, "cpu": cpu_name(), "rows": rows, "geomeans": means,
               "targets": check_targets(rows, means), "other_load_cores": other_load(before, cpu_snapshot())}
     print_rows(rows)
@@ -327,7 +367,8 @@ def run_default_in_child(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "default.json")
         command = [sys.executable, os.path.abspath(__file__), "--allocator", "default", "--json", path,
-                   "--threads", str(args.threads), "--reps", str(args.reps)] + (["--quick"] if args.quick else [])
+                   "--threads", str(args.threads), "--reps", str(args.reps)] + (["--quick"] if args.quick else []) \
+            + (["--cold"] if args.cold else [])
         print("\n" + "=" * 30 + " default allocator (child process) " + "=" * 30, flush=True)
         subprocess.run(command, env=env, check=True)
         with open(path) as handle:
