@@ -44,8 +44,9 @@ Warm-up rounds (a training step and an inference per variant) repeat until a who
 makes under 4 MiB of page faults (at most --warmup-rounds): until then the heap is still
 growing to the step's peak, and the first touch of every new page (the kernel zeroing it)
 lands in whichever op allocated it, at 3-6 GB/s. With the default allocator the faults never
-stop, so the warm-up ends as soon as a round makes no fewer of them than the round before. Repetitions are then interleaved (the variant
-order rotates and reverses from one repetition to the next); medians over repetitions and
+stop, so the warm-up ends as soon as a round makes no fewer of them than the round before.
+Repetitions are then interleaved (the variant order rotates and reverses from one repetition
+to the next); medians over repetitions and
 the median of the per-repetition ratios are reported. Then --profile-steps more training
 steps (and inferences) per variant run under torch.profiler, interleaved, after one
 unrecorded profiled step each (the profiler's own allocations grow the heap again); each
@@ -61,8 +62,8 @@ aten::batch_norm where no gradient is needed): its forward is labelled by a reco
 range and its backward ops are matched to the forward ops by autograd sequence number.
 
 Peak memory: each variant runs again in a fresh child process of this script (--variant),
-with --memory-allocator (default: the same as --allocator), which builds the model, runs one inference and then one
-training step and reads the kernel's peak resident set size (VmHWM, the same as
+with --memory-allocator (default: the same as --allocator), which builds the model, runs one
+inference and then one training step and reads the kernel's peak resident set size (VmHWM, the same as
 getrusage's ru_maxrss) after each. The inference peak is exact; the training peak is the
 peak of the whole child (the training step is the larger one). "above model" subtracts the
 resident size just before the first inference (interpreter, libraries, model, batch).
