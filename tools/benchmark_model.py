@@ -46,8 +46,8 @@ growing to the step's peak, and the first touch of every new page (the kernel ze
 lands in whichever op allocated it, at 3-6 GB/s. With the default allocator the faults never
 stop, so the warm-up ends as soon as a round makes no fewer of them than the round before.
 Repetitions are then interleaved (the variant order rotates and reverses from one repetition
-to the next); medians over repetitions and
-the median of the per-repetition ratios are reported. Then --profile-steps more training
+to the next); medians over repetitions and the median of the per-repetition ratios are
+reported. Then --profile-steps more training
 steps (and inferences) per variant run under torch.profiler, interleaved, after one
 unrecorded profiled step each (the profiler's own allocations grow the heap again); each
 step's ops are grouped by name into convolution, GN, ReLU, BN* and the rest, counting each op
