@@ -139,6 +139,7 @@ def contention_note(load: float) -> str:
 
 def last_level_cache_bytes() -> int:
     """Size of the CPU's last-level cache (Linux sysfs), 32 MiB when unknown."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     sizes = []
     for index in range(8):
         try:
@@ -146,7 +147,6 @@ def last_level_cache_bytes() -> int:
                 text = handle.read().strip()
         except OSError:
             break
-        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
         sizes.append(int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text))
     return max(sizes, default=32 << 20)
 

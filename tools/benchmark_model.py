@@ -794,10 +794,11 @@ def main(argv=None) -> int:
     if "gn_ours" in names:
         print("  gn_ours loaded gn_d2's state_dict (no missing or unexpected keys): same weights")
 
-    steady = " (default allocator: or no fewer than the round before)" if args.allocator == "default" else ""
+    faults_persist = args.allocator == "default"
+    steady = " (default allocator: or no fewer than the round before)" if faults_persist else ""
     print(f"\nWarm-up: rounds of one training step and inference per variant, until a round makes under "
           f"{SETTLED_FAULT_BYTES >> 20} MiB of page faults{steady} (at most {args.warmup_rounds})", flush=True)
-    warmup_faults = warm_up(runners, args.warmup_rounds, faults_persist=args.allocator == "default")
+    warmup_faults = warm_up(runners, args.warmup_rounds, faults_persist)
     print(f"Timing: {args.reps} interleaved repetition(s)", flush=True)
     samples = time_interleaved(runners, args.reps, args.wait_idle)
 
