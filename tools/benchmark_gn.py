@@ -21,9 +21,13 @@ same for both implementations, parameters and statistics neglected):
 Cache (--cold): by default every call of a row reuses the same tensors, so a
 tensor smaller than the last-level cache, or part of a larger one, may still
 be there from the call before. --cold gives each shape enough sets of tensors
-(together at least twice the last-level cache) and calls them in turn, so no call
-finds data that an earlier call of its row left in cache: in a network every
+(together at least twice the last-level cache) and calls them in turn, each
+set's outputs living until its next turn, so no call finds data that an earlier
+call of its row left in cache, inputs or output buffers: in a network every
 layer has tensors of its own.
+
+Warm-up: every function runs in rounds until a round makes no page faults, so
+no timed call waits on the kernel's zeroing of pages the heap has not used yet.
 
 Allocator: glibc serves every allocation above 32 MB with a fresh mmap, so
 large outputs page-fault on first touch and both sides wait on the kernel.
@@ -39,6 +43,7 @@ import json
 import math
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -158,11 +163,22 @@ def tensor_sets(nbytes: int, cold: bool) -> int:
 
 
 def in_turn(fns):
-    """One function calling fns[0], fns[1], ... in turn (itself when there is one)."""
+    """One function calling fns[0], fns[1], ... in turn (itself when there is one).
+
+    Each function's result lives until its next turn, as a layer's output lives
+    on in a network. Freed at once, the output of one call would be the buffer
+    the allocator hands the next call, still in cache from the call before.
+    """
     if len(fns) == 1:
         return fns[0]
-    turn = itertools.cycle(fns)
-    return lambda: next(turn)()
+    results = [None] * len(fns)
+    turn = itertools.cycle(range(len(fns)))
+
+    def call():
+        index = next(turn)
+        results[index] = fns[index]()
+
+    return call
 
 
 def make_tensors(shape, memory_format):
@@ -197,7 +213,12 @@ def make_callable(impl: str, op: str, pass_name: str, tensors):
         x, w, b = tensors["plain"]
         return lambda: fn(x, w, b)
     leaves, dy = tensors["leaves"], tensors["dy"]
-    return lambda: torch.autograd.grad(fn(*leaves), leaves, dy)
+
+    def forward_backward():
+        y = fn(*leaves)
+        return y, torch.autograd.grad(y, leaves, dy)
+
+    return forward_backward
 
 
 def check_agreement(tensors, op: str) -> float:
@@ -214,17 +235,38 @@ def calibrate(fn, target_seconds: float) -> int:
     return max(1, math.ceil(target_seconds / max(elapsed, 1e-7)))
 
 
-def time_interleaved(fns: dict, reps: int, target_seconds: float, warmup: int = 3) -> dict:
-    """Per-call times (seconds) of every function, `reps` samples each.
+def page_fault_bytes() -> int:
+    """Bytes of pages this process has touched for the first time so far (minor faults)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt * resource.getpagesize()
+
+
+def warm_up(fns: dict, calls: int) -> None:
+    """Rounds of `calls` calls of every function until a round makes no page faults,
+    or no fewer than the round before (glibc's default allocator maps every large
+    output afresh, so its faults never stop). Until then the heap is still growing
+    (the outputs --cold keeps alive take a few rounds to find their places), and a
+    timed call would pay the kernel's page zeroing."""
+    previous = math.inf
+    while True:
+        before = page_fault_bytes()
+        for fn in fns.values():
+            for _ in range(calls):
+                fn()
+        faults = page_fault_bytes() - before
+        if faults == 0 or faults >= previous:
+            return
+        previous = faults
+
+
+def time_interleaved(fns: dict, reps: int, target_seconds: float, warmup_calls: int = 3) -> dict:
+    """Per-call times (seconds) of every function, `reps` samples each, after warm_up.
 
     Each repetition runs every function once (a sample of `inner` calls), in an
     order rotated from one repetition to the next and reversed every other
     one, so slow drifts of the machine hit all of them alike and neither side
     of a pair always runs first.
     """
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
+    warm_up(fns, warmup_calls)
     inner = {name: calibrate(fn, target_seconds) for name, fn in fns.items()}
     names = list(fns)
     samples = {name: [] for name in names}
@@ -254,7 +296,7 @@ def measure_shape(shape_name, fmt, reps, target_seconds, cold=False):
         for pass_name in PASSES:
             for impl in ("ours", "torch"):
                 fns[(impl, op, pass_name)] = in_turn([make_callable(impl, op, pass_name, t) for t in sets])
-    samples = time_interleaved(fns, reps, target_seconds)
+    samples = time_interleaved(fns, reps, target_seconds, warmup_calls=max(3, len(sets)))
     copy_gbs = 2 * nbytes / statistics.median(samples["copy"]) / 1e9
     rows = []
     for op in OPS:

@@ -73,7 +73,6 @@ import argparse
 import contextlib
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -385,11 +384,6 @@ def wait_until_quiet(max_wait, threshold=0.3):
     return time.monotonic() - start
 
 
-def page_fault_bytes():
-    """Bytes of pages this process has touched for the first time so far (minor faults)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt * resource.getpagesize()
-
-
 def warm_up(runners, max_rounds, faults_persist=False):
     """Rounds of one training step and one inference per variant until a round makes
     under SETTLED_FAULT_BYTES of page faults, or, when `faults_persist` (glibc's default
@@ -399,10 +393,10 @@ def warm_up(runners, max_rounds, faults_persist=False):
     for _ in range(max_rounds):
         faults = {}
         for name, runner in runners.items():
-            before = page_fault_bytes()
+            before = gnbench.page_fault_bytes()
             runner.train_step()
             runner.inference()
-            faults[name] = page_fault_bytes() - before
+            faults[name] = gnbench.page_fault_bytes() - before
         rounds.append(faults)
         print(f"  warm-up round {len(rounds)}: page faults "
               + ", ".join(f"{name} {value / 2**20:.0f} MiB" for name, value in faults.items()), flush=True)
@@ -522,11 +516,11 @@ def profile_variant(runner, model, mode):
     activities = [torch.profiler.ProfilerActivity.CPU]
     with labelled_frozen_bn(model), torch.profiler.profile(activities=activities, record_shapes=True) as prof:
         before = gnbench.cpu_snapshot()
-        faults = page_fault_bytes()
+        faults = gnbench.page_fault_bytes()
         start = time.perf_counter()
         runner.train_step() if mode == "train" else runner.inference()
         wall = time.perf_counter() - start
-        faults = page_fault_bytes() - faults
+        faults = gnbench.page_fault_bytes() - faults
         load = gnbench.other_load(before, gnbench.cpu_snapshot())
     groups, by_shape = classify_profile(prof.events())
     return {"wall": wall, "groups": groups, "by_shape": by_shape, "faults": faults, "load": load}
