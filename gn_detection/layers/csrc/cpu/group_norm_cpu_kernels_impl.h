@@ -538,6 +538,9 @@ class SpanWriter {
 // full vectors, and they are streamed.
 // `next_sample`: elements to the same place in the next sample, read ahead
 // into L2 while this one is written (0: none).
+// Unstreamed, y is asked for `ahead` elements early, for writing: a plain
+// store to a line out of cache waits for that line to be read first, and
+// stores waiting in turn stall the loop; asked early, those reads overlap.
 template <typename S, typename A, bool kRelu>
 void normalize_rows(
     const S* x, S* y, int64_t rows, int64_t C, const A* mean, const A* scale, const A* beta, bool stream,
@@ -558,6 +561,9 @@ void normalize_rows(
       const Vec<A> b = Own::load(beta + c);
       for (int64_t k = 0; k < count; ++k) {
         prefetch_second_pass(xr + k * C + c, next_sample, ahead);
+        if (!stream) {
+          __builtin_prefetch(yr + k * C + c + ahead, 1);
+        }
         const Vec<A> z = math::normalize(Acc::load(xr + k * C + c), m, sc, b);
         store_out<S, A>(yr + k * C + c, kRelu ? math::relu(z) : z, stream, true);
       }
