@@ -387,7 +387,7 @@ def print_summary(result) -> None:
         verdict = "PASS" if t["passed"] else "FAIL"
         floor = t["floor_speedup"]
         bound = f"; at the elementwise floor {floor:.2f}x" if floor is not None else ""
-        print(f"  {verdict}  {t['target']:<62} {t['measured']:5.2f}x  (needs >= {t['threshold']}x{bound})")
+        print(f"  {verdict}  {t['target']:<62} {t['measured']:6.3f}x  (needs >= {t['threshold']}x{bound})")
 
 
 def run_benchmark(args, allocator_text: str) -> dict:
