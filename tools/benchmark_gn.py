@@ -46,6 +46,7 @@ tuned here and the default setting in a child process, then compares them.
 
 import argparse
 import ctypes
+import functools
 import itertools
 import json
 import math
@@ -150,8 +151,9 @@ def contention_note(load: float) -> str:
     return note
 
 
+@functools.cache
 def last_level_cache_bytes() -> int:
-    """Size of the CPU's last-level cache (Linux sysfs), 32 MiB when unknown."""
+    """Size of the CPU's last-level cache (Linux sysfs), 32 MiB when unknown; read once."""
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     sizes = []
     for index in range(8):
