@@ -720,10 +720,8 @@ def share_table(profiles, mode, names):
     header = f"{'op group':<34}" + "".join(f"{n:>22}" for n in names)
     print(header)
     print("-" * len(header))
-    rows = [("gn_ours", "fwd"), ("gn_ours", "bwd"), ("gn_floor", "fwd"), ("gn_floor", "bwd"), ("gn_torch", "fwd"),
-            ("gn_torch", "bwd"), ("relu", "fwd"),
-            ("relu", "bwd"), ("bn", "fwd"), ("bn", "bwd"), ("conv", "fwd"), ("conv", "bwd"), ("roi_align", "fwd"),
-            ("roi_align", "bwd"), ("linear", "fwd")]
+    rows = [(group, part) for group in ("gn_ours", "gn_floor", "gn_torch", "relu", "bn", "conv", "roi_align")
+            for part in ("fwd", "bwd")] + [("linear", "fwd")]
     labels = {"gn_ours": "GN ours (gn_detection::*)", "gn_floor": "GN stand-ins (elementwise)",
               "gn_torch": "GN aten native_group_norm*",
               "relu": "ReLU (relu/relu_/threshold_bwd)", "bn": "BN* (mul+add, batch_norm)",
@@ -771,11 +769,11 @@ def profile_json(profile, shares):
                          for (group, part, shape), (us, calls) in sorted(profile["by_shape"].items())]}
 
 
-def norm_act_by_shape(profiles):
+def norm_act_by_shape(profiles, shares):
     """Prints the profiled train step's GN and ReLU time per tensor shape for (a), (b) and (a)
-    with elementwise stand-ins (FloorRunner); returns the share ratio of the stand-ins' step:
-    what the normalization+activation target asks of any GN kernel, next to what it asks of
-    ours."""
+    with elementwise stand-ins (FloorRunner); returns the share ratio of the stand-ins' step
+    (from share_table's `shares`): what the normalization+activation target asks of any GN
+    kernel, next to what it asks of ours."""
     names = [name for name in ("gn_d2", "gn_ours", "gn_floor") if name in profiles]
     tables = {name: profiles[name]["train"]["by_shape"] for name in names}
     columns = [("gn_d2", "gn_torch", "(b) GN"), ("gn_d2", "relu", "(b) ReLU"), ("gn_ours", "gn_ours", "(a) GN"),
@@ -797,18 +795,15 @@ def norm_act_by_shape(profiles):
         print(line)
     if "gn_floor" not in profiles:
         return None
-    train = {name: profiles[name]["train"] for name in names}
-    gn = lambda name, group: sum(train[name]["groups"][group][p] for p in ("fwd", "bwd")) / 1e3  # noqa: E731
-    norm_act = {name: sum(gn(name, g) for g in NORM_ACT_GROUPS) for name in names}
-    share = {name: norm_act[name] / train[name]["wall"] / 1e3 for name in names}
-    ratio = share["gn_floor"] / share["gn_d2"]
+    ms = lambda name, key: shares[name][key] * shares[name]["profiled_wall_s"] * 1e3  # noqa: E731
+    ratio = shares["gn_floor"]["norm_act"] / shares["gn_d2"]["norm_act"]
+    floor_fwd, floor_bwd = ms("gn_floor", "gn_floor_fwd"), ms("gn_floor", "gn_floor_bwd")
     print(f"Stand-ins: (a) with each GN op replaced, in steps of its own, by elementwise ops that move the bytes "
           f"the op moves on the same tensors (forward: relu or copy of x; backward: add(x, dy)). Our GN ops take "
-          f"{gn('gn_ours', 'gn_ours'):.1f} ms, the stand-ins {gn('gn_floor', 'gn_floor'):.1f} ms "
-          f"(forward {train['gn_floor']['groups']['gn_floor']['fwd'] / 1e3:.1f}, backward "
-          f"{train['gn_floor']['groups']['gn_floor']['bwd'] / 1e3:.1f}). With the stand-ins, norm+act takes "
-          f"{norm_act['gn_floor']:.1f} ms against (b)'s {norm_act['gn_d2']:.1f} ms: a share ratio of {ratio:.2f}, "
-          f"the best a GN op at elementwise speed would reach here (target 0.5)")
+          f"{ms('gn_ours', 'gn_ours_fwd') + ms('gn_ours', 'gn_ours_bwd'):.1f} ms, the stand-ins "
+          f"{floor_fwd + floor_bwd:.1f} ms (forward {floor_fwd:.1f}, backward {floor_bwd:.1f}). With the stand-ins, "
+          f"norm+act takes {ms('gn_floor', 'norm_act'):.1f} ms against (b)'s {ms('gn_d2', 'norm_act'):.1f} ms: a "
+          f"share ratio of {ratio:.2f}, the best a GN op at elementwise speed would reach here (target 0.5)")
     return ratio
 
 
@@ -967,7 +962,7 @@ def main(argv=None) -> int:
         print("\nProfiled inference: same grouping")
         infer_shares = share_table(profiles, "infer", list(profiles))
         if "gn_ours" in profiles and "gn_d2" in profiles:
-            share_at_floor = norm_act_by_shape(profiles)
+            share_at_floor = norm_act_by_shape(profiles, train_shares)
 
     targets = check_targets(samples, train_shares)
     print("\n" + gnbench.contention_note(load))
