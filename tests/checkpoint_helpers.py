@@ -1,16 +1,13 @@
 """Helpers of the test_checkpoint_* tests: a one-image COCO-format dataset
-written by the test and tools/train_net.py settings for a few CPU iterations."""
+written by the test and training settings for a few CPU iterations."""
 
 import json
-import sys
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
-from detection_helpers import CONFIGS, REPO, load_config
+from detection_helpers import CONFIGS, load_config
 from PIL import Image
-
-sys.path.insert(0, str(REPO / "tools"))
 
 FPN_GN_CONFIG = CONFIGS / "table6_fpn" / "mask_rcnn_R_50_FPN_gn_2x.yaml"
 

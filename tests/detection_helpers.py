@@ -5,10 +5,9 @@ step takes about a second."""
 from pathlib import Path
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.structures import BitMasks, Boxes, Instances
 
-import gn_detection
+from gn_detection.engine import load_config  # noqa: F401  (re-exported for the tests)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -29,14 +28,6 @@ def shrink_for_cpu(cfg):
     cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
     cfg.TEST.DETECTIONS_PER_IMAGE = 5
-    return cfg
-
-
-def load_config(path, opts=()):
-    """A gn_detection config file merged onto detectron2's defaults plus MODEL.GN."""
-    cfg = gn_detection.add_gn_config(get_cfg())
-    cfg.merge_from_file(str(path))
-    cfg.merge_from_list(list(opts))
     return cfg
 
 

@@ -1,21 +1,18 @@
-"""tools/convert_detectron_gn.py on Detectron-format pickles built here with the
+"""Conversion of Detectron-format pickles built here with the
 full blob lists of Detectron's R-50/R-101 GN ImageNet models and of its
 R-50-FPN GN Mask R-CNN (random values): every blob must arrive at the right
 parameter of the model our configs build, with the right value and layout."""
 
 import pickle
-import sys
 
 import numpy as np
 import pytest
 import torch
 from detectron2.modeling import build_model
-from detection_helpers import CONFIGS, REPO, tiny_config
+from detection_helpers import CONFIGS, load_config, tiny_config
 
 from gn_detection.checkpoint import GNCheckpointer, load_pickle
-
-sys.path.insert(0, str(REPO / "tools"))
-import convert_detectron_gn  # noqa: E402
+from gn_detection.checkpoint.convert import ConversionError, convert_detectron_file
 
 BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 NUM_CLASSES = 80  # COCO; Detectron's predictors have 81 rows (background first)
@@ -105,10 +102,10 @@ def mask_rcnn_fpn_pickle(path, model):
 
 
 def convert_and_load(tmp_path, config, source, model):
-    """Runs the tool with ``config`` and loads the result into ``model``
+    """Converts ``source`` for ``config`` and loads the result into ``model``
     (built from ``config`` with MODEL.WEIGHTS unset)."""
     output = tmp_path / "converted.pkl"
-    assert convert_detectron_gn.main([str(source), str(output), "--config-file", str(CONFIGS / config)]) == 0
+    convert_detectron_file(str(source), str(output), cfg=load_config(CONFIGS / config))
     converted = load_pickle(output)
     assert converted["matching_heuristics"] is False and "__author__" in converted
     GNCheckpointer(model).load(str(output))
@@ -182,7 +179,7 @@ def test_mask_rcnn_fpn_gn_model(tmp_path):
     )
 
 
-def test_unmapped_blob_fails_unless_ignored(tmp_path, capsys):
+def test_unmapped_blob_fails_unless_ignored(tmp_path):
     config = "table6_fpn/mask_rcnn_R_50_FPN_gn_2x.yaml"
     reference = build_model(tiny_config(config))
     source = tmp_path / "R-50-GN.pkl"
@@ -190,20 +187,21 @@ def test_unmapped_blob_fails_unless_ignored(tmp_path, capsys):
     data = {"blobs": dict(blobs.blobs, res2_0_branch2a_bn_s=np.ones(64, np.float32), lr=np.float32(0.1))}
     source.write_bytes(pickle.dumps(data))
     output = tmp_path / "out.pkl"
-    assert convert_detectron_gn.main([str(source), str(output)]) == 1
-    error = capsys.readouterr().err
-    assert "res2_0_branch2a_bn_s" in error and str(source) in error and not output.exists()
-    assert convert_detectron_gn.main([str(source), str(output), "--ignore-unmapped"]) == 0
-    assert "res2_0_branch2a_bn_s" in capsys.readouterr().out
+    with pytest.raises(ConversionError) as error:
+        convert_detectron_file(str(source), str(output))
+    assert "res2_0_branch2a_bn_s" in str(error.value) and str(source) in str(error.value) and not output.exists()
+    conversion = convert_detectron_file(str(source), str(output), ignore_unmapped=True)
+    assert conversion.unmapped == ["res2_0_branch2a_bn_s"]
     assert "backbone.bottom_up.res2.0.conv1.norm.weight" in load_pickle(output)["model"]
 
 
-def test_wrong_depth_is_reported_against_config(tmp_path, capsys):
+def test_wrong_depth_is_reported_against_config(tmp_path):
     """R-50 weights checked against an R-101 config: missing res4 blocks are named."""
     reference = build_model(tiny_config("table6_fpn/mask_rcnn_R_50_FPN_gn_2x.yaml"))
     source = tmp_path / "R-50-GN.pkl"
     imagenet_pickle(source, 50, reference.backbone.bottom_up, reference.backbone.bottom_up)
-    config = str(CONFIGS / "table6_fpn/mask_rcnn_R_101_FPN_gn_2x.yaml")
-    assert convert_detectron_gn.main([str(source), str(tmp_path / "out.pkl"), "--config-file", config]) == 1
-    error = capsys.readouterr().err
-    assert "153 missing keys: backbone.bottom_up.res4.6.conv1.weight" in error and str(source) in error
+    config = load_config(CONFIGS / "table6_fpn/mask_rcnn_R_101_FPN_gn_2x.yaml")
+    with pytest.raises(ConversionError) as error:
+        convert_detectron_file(str(source), str(tmp_path / "out.pkl"), cfg=config)
+    message = str(error.value)
+    assert "153 missing keys: backbone.bottom_up.res4.6.conv1.weight" in message and str(source) in message

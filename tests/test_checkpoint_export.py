@@ -1,4 +1,4 @@
-"""tools/export_checkpoint.py on a run of tools/train_net.py (one iteration on a
+"""Exporting (gn_detection.checkpoint.export_run, behind tools/export_checkpoint.py) a training run (one iteration on a
 one-image dataset): the backbone pickle fine-tunes a model with another number
 of classes with no backbone key missing, the slim checkpoint holds only the
 model, and the torch.export of the feature extractor calls the GN op and
@@ -8,16 +8,15 @@ import pytest
 import torch
 from detectron2.export import TracingAdapter
 from checkpoint_helpers import FPN_GN_CONFIG, register_one_image_coco, training_config, training_overrides, unregister
-from detectron2.engine import default_argument_parser
 from detectron2.modeling import build_model
 from detection_helpers import load_config
 
 from gn_detection.checkpoint import GNCheckpointer, load_pickle, load_torch
 from gn_detection.checkpoint.export import FeatureExtractor
+from gn_detection.checkpoint.export_run import export_run
 from gn_detection.checkpoint.model_keys import check_keys
-
-import export_checkpoint  # noqa: E402  (tools/, put on sys.path by checkpoint_helpers)
-import train_net  # noqa: E402
+from gn_detection.engine import Trainer, argument_parser
+from gn_detection.engine import main as train
 
 DATASET = "gn_detection_checkpoint_export"
 
@@ -32,12 +31,13 @@ def dataset(tmp_path):
 def test_export_and_fine_tune(dataset, tmp_path):
     run = tmp_path / "run"
     overrides = training_overrides(run, dataset, max_iter=1)
-    train_net.main(default_argument_parser().parse_args(["--config-file", str(FPN_GN_CONFIG), *overrides]))
+    train(argument_parser().parse_args(["--config-file", str(FPN_GN_CONFIG), *overrides]))
     assert (run / "model_final.pth").exists() and (run / "config.yaml").exists()
     trained = load_torch(run / "model_final.pth")
     assert {"model", "trainer", "iteration"} <= set(trained)  # trainer: optimizer, scheduler, ...
 
-    assert export_checkpoint.main([str(run), "--check-size", "96", "128"]) == 0
+    written = export_run(str(run), check_size=(96, 128))
+    assert set(written) == {"backbone.pkl", "model_slim.pth", "config.yaml", "features.pt2", "model_traced.ts"}
     export = run / "export"
 
     slim = load_torch(export / "model_slim.pth")
@@ -51,7 +51,7 @@ def test_export_and_fine_tune(dataset, tmp_path):
     # fine-tune: another number of classes, MODEL.WEIGHTS = the exported backbone
     fine_tune = training_config(tmp_path / "fine_tune", dataset, 1, ["MODEL.ROI_HEADS.NUM_CLASSES", "3",
                                 "MODEL.WEIGHTS", str(export / "backbone.pkl")])  # fmt: skip
-    trainer = train_net.Trainer(fine_tune)
+    trainer = Trainer(fine_tune)
     trainer.resume_or_load(resume=False)
     model_state = trainer.model.state_dict()
     check = check_keys(backbone["model"], model_state, required=("backbone.",))

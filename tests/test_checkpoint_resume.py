@@ -1,4 +1,4 @@
-"""Resuming with tools/train_net.py's Trainer: a run stopped after N iterations
+"""Resuming with gn_detection.engine.Trainer: a run stopped after N iterations
 (at its periodic checkpoint) and resumed is compared with an uninterrupted run
 of N+M iterations: iteration counter, learning rate, scheduler state, weights
 and optimizer momentum. Deterministic settings: one image per batch from a
@@ -14,7 +14,7 @@ import torch
 from checkpoint_helpers import register_one_image_coco, training_config, unregister
 from detectron2.engine import HookBase
 
-import train_net  # noqa: E402  (tools/, put on sys.path by checkpoint_helpers)
+from gn_detection.engine import Trainer
 
 DATASET = "gn_detection_checkpoint_resume"
 N, M = 2, 2
@@ -90,7 +90,7 @@ def make_trainer(output_dir, dataset, extra_hooks=()):
     cfg = training_config(output_dir, dataset, N + M, ["SOLVER.CHECKPOINT_PERIOD", str(N),
                           "SOLVER.WARMUP_ITERS", str(N), "SOLVER.STEPS", f"({N + 1},)"])  # fmt: skip
     torch.manual_seed(0)  # the same initial weights in both runs
-    trainer = train_net.Trainer(cfg)
+    trainer = Trainer(cfg)
     trainer.register_hooks([SeedEachIteration(), *extra_hooks])
     return trainer
 

@@ -4,6 +4,7 @@ errors that name them, and plain array pickles of every protocol load."""
 
 import os
 import pickle
+import subprocess
 import sys
 
 import numpy as np
@@ -14,8 +15,6 @@ from detection_helpers import REPO, tiny_config
 
 from gn_detection.checkpoint import CheckpointError, GNCheckpointer, UnsafeCheckpointError, load_pickle, load_torch
 
-sys.path.insert(0, str(REPO / "tools"))
-import convert_detectron_gn  # noqa: E402
 
 
 class WritesMarker:
@@ -45,13 +44,14 @@ def test_malicious_pickle_is_refused_naming_file_and_global(tmp_path):
     assert not marker.exists()
 
 
-def test_malicious_pickle_refused_by_checkpointer_and_converter(tmp_path, capsys):
+def test_malicious_pickle_refused_by_checkpointer_and_converter(tmp_path):
     path, marker = malicious_pickle(tmp_path)
     model = build_model(tiny_config("table6_fpn/mask_rcnn_R_50_FPN_gn_2x.yaml"))
     with pytest.raises(UnsafeCheckpointError, match="system"):
         GNCheckpointer(model).load(str(path))
-    assert convert_detectron_gn.main([str(path), str(tmp_path / "out.pkl")]) == 1
-    assert str(path) in capsys.readouterr().err
+    command = [sys.executable, str(REPO / "tools" / "convert_detectron_gn.py"), str(path), str(tmp_path / "out.pkl")]
+    converter = subprocess.run(command, capture_output=True, text=True)
+    assert converter.returncode == 1 and str(path) in converter.stderr
     assert not marker.exists()
     assert not (tmp_path / "out.pkl").exists()
 

@@ -1,10 +1,9 @@
-"""tools/demo.py, shortened (tiny images, a few iterations): it trains, evaluates
+"""The demo (tools/demo.py), shortened (tiny images, a few iterations): it trains, evaluates
 and writes its curves, pictures, checkpoint and export; it never overwrites a
 previous run unless told to; and the comparison mode trains its four runs."""
 
 import json
 import os
-import sys
 
 import cv2
 import pytest
@@ -19,9 +18,9 @@ from gn_detection.checkpoint.safe_load import load_pickle
 from gn_detection.data import ShapesSpec, ensure_shapes_dataset
 from gn_detection.demo import comparison_table, final_metrics, read_metrics
 
+from gn_detection.demo import run as demo
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import demo  # noqa: E402  (a script under tools/, imported as a module)
 
 SPEC = ShapesSpec(num_train=6, num_val=3, image_size=64)
 SHORT = ["--num-train", "6", "--num-val", "3", "--image-size", "64", "--num-pictures", "2",

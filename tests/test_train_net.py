@@ -1,21 +1,18 @@
-"""tools/train_net.py end to end on a tiny COCO-format dataset written here
+"""Training with gn_detection.engine (behind tools/train_net.py) end to end on a tiny COCO-format dataset written here
 (two random images with box and polygon annotations): two training iterations,
 the final COCO evaluation (bbox and segm), metrics on disk, and ``--eval-only``
 from the saved checkpoint."""
 
 import json
-import sys
 
 import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog
 from detectron2.data.datasets import register_coco_instances
-from detectron2.engine import default_argument_parser
-from detection_helpers import CONFIGS, REPO
+from detection_helpers import CONFIGS
 from PIL import Image
 
-sys.path.insert(0, str(REPO / "tools"))
-import train_net  # noqa: E402  (a script under tools/, imported as a module)
+from gn_detection import engine
 
 DATASET = "gn_detection_tiny_coco"
 
@@ -66,12 +63,12 @@ def arguments(output_dir, flags=(), more_overrides=()):
         "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96",
     ]  # fmt: skip
     config = str(CONFIGS / "table6_fpn" / "mask_rcnn_R_50_FPN_gn_2x.yaml")
-    return default_argument_parser().parse_args(["--config-file", config, *flags, *overrides, *more_overrides])
+    return engine.argument_parser().parse_args(["--config-file", config, *flags, *overrides, *more_overrides])
 
 
 def test_train_evaluate_and_eval_only(tiny_dataset, tmp_path):
     output = tmp_path / "output"
-    train_net.main(arguments(output))
+    engine.main(arguments(output))
     metrics = [json.loads(line) for line in (output / "metrics.json").read_text().splitlines()]
     assert [line["iteration"] for line in metrics if "total_loss" in line] == [1]
     final = {key: value for line in metrics for key, value in line.items() if key.startswith(("bbox/", "segm/"))}
@@ -81,6 +78,6 @@ def test_train_evaluate_and_eval_only(tiny_dataset, tmp_path):
     assert json.loads((output / "inference" / DATASET / "coco_instances_results.json").read_text())
 
     weights = ["MODEL.WEIGHTS", str(output / "model_final.pth")]
-    evaluated = train_net.main(arguments(tmp_path / "eval", ["--eval-only"], weights))  # one dataset: not keyed by name
+    evaluated = engine.main(arguments(tmp_path / "eval", ["--eval-only"], weights))  # one dataset: not keyed by name
     assert evaluated["bbox"]["AP"] == pytest.approx(final["bbox/AP"])
     assert evaluated["segm"]["AP"] == pytest.approx(final["segm/AP"])

@@ -1,4 +1,4 @@
-"""Files made from a finished training run (the logic of tools/export_checkpoint.py).
+"""Building blocks of the export of a finished training run (:mod:`export_run` writes the files).
 
 - :func:`backbone_weights`: the weights of ``model.backbone`` (ResNet, plus FPN
   for FPN models; plus the res5 RoI head for C4 models, where res5 is not in

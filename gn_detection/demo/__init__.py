@@ -1,4 +1,4 @@
-"""What the demo (tools/demo.py) reports: curves and tables read from detectron2's
+"""The demo (tools/demo.py; its steps in :mod:`gn_detection.demo.run`) and what it reports: curves and tables read from detectron2's
 metrics.json, and pictures of a trained model's predictions."""
 
 from gn_detection.demo.pictures import draw_predictions

@@ -1,4 +1,4 @@
-"""tools/evaluate_json.py reproduces pycocotools' published COCOeval numbers on
+"""gn_detection.evaluation (behind tools/evaluate_json.py) reproduces pycocotools' published COCOeval numbers on
 real COCO annotations (../shared/data/coco_eval_fixture) with both backends."""
 
 import json
@@ -17,8 +17,7 @@ RESULTS = {
 }
 GT = FIXTURE / "instances_val2014_100.json"
 
-sys.path.insert(0, str(REPO / "tools"))
-import evaluate_json  # noqa: E402  (a script under tools/, imported as a module)
+from gn_detection.evaluation import BACKENDS, STAT_NAMES, evaluate_results_file
 
 # The fixture lives beside the repository (../shared/data), not in it: a plain
 # clone without it skips these tests; CI, which always has it, fails instead.
@@ -30,15 +29,15 @@ pytestmark = pytest.mark.skipif(not GT.exists(), reason=f"COCO evaluation fixtur
 @pytest.fixture(scope="module")
 def expected():
     data = json.loads((FIXTURE / "expected_stats_pycocotools.json").read_text())
-    assert tuple(data["keys"]) == evaluate_json.STAT_NAMES
+    assert tuple(data["keys"]) == STAT_NAMES
     return data
 
 
-@pytest.mark.parametrize("backend", evaluate_json.BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("iou_type", ["bbox", "segm"])
 def test_reproduces_pycocotools_stats(backend, iou_type, expected):
-    stats = evaluate_json.evaluate(str(GT), str(RESULTS[iou_type]), iou_type, backend)
-    assert list(stats) == list(evaluate_json.STAT_NAMES)
+    stats = evaluate_results_file(str(GT), str(RESULTS[iou_type]), iou_type, backend)
+    assert list(stats) == list(STAT_NAMES)
     for name, value, want in zip(expected["keys"], stats.values(), expected[iou_type]):
         assert abs(value - want) <= 1e-9, (name, value, want)
 
@@ -58,4 +57,4 @@ def test_empty_results_are_a_clear_error(tmp_path):
     empty = tmp_path / "empty.json"
     empty.write_text("[]")
     with pytest.raises(ValueError, match="holds no detections"):
-        evaluate_json.evaluate(str(GT), str(empty), "bbox")
+        evaluate_results_file(str(GT), str(empty), "bbox")

@@ -1,0 +1,129 @@
+"""Exports a finished training run into shareable files (behind
+``tools/export_checkpoint.py``): the backbone, slim weights, the feature
+extractor through ``torch.export`` and the whole model as TorchScript, each
+checked against the eager model before it is written."""
+
+import os
+import shutil
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+
+from gn_detection.checkpoint.export import (
+    FeatureExtractor,
+    backbone_weights,
+    export_features,
+    export_metadata,
+    exported_op_names,
+    max_relative_difference,
+    save_slim_checkpoint,
+    trace_model,
+)
+from gn_detection.checkpoint.safe_load import CheckpointError, load_torch, save_detectron2_pickle
+from gn_detection.config import add_gn_config
+from gn_detection.layers import GroupNorm
+
+GN_OP = "gn_detection.group_norm_forward.default"
+GN_SCRIPT_OP = "gn_detection::group_norm_forward"
+
+
+class ExportError(RuntimeError):
+    """An exported file did not reproduce the eager model; nothing was written for it."""
+
+
+def load_run(config_file: str, weights: str):
+    """(config on the CPU with no weights to download, model state dict) of a run."""
+    cfg = add_gn_config(get_cfg())
+    cfg.merge_from_file(config_file)
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = ""
+    data = load_torch(weights)
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{weights}: expected a dict, got {type(data).__name__}")
+    return cfg, data.get("model", data)
+
+
+def build_loaded_model(cfg, model_state: Dict[str, torch.Tensor]) -> torch.nn.Module:
+    """The config's model with ``model_state`` loaded exactly, in eval mode."""
+    model = build_model(cfg)
+    model.load_state_dict(model_state)
+    return model.eval()
+
+
+def has_group_norm(module: torch.nn.Module) -> bool:
+    return any(isinstance(m, GroupNorm) for m in module.modules())
+
+
+def write_features_export(cfg, model_state, destination: str, size: Tuple[int, int], tolerance: float) -> float:
+    """Writes the ``torch.export`` of the feature extractor; returns the checked difference."""
+    extractor = FeatureExtractor(build_loaded_model(cfg, model_state))
+    generator = torch.Generator().manual_seed(0)
+    height, width = size
+    example = torch.rand(2, 3, height, width, generator=generator) * 255
+    exported = export_features(extractor, example)
+    if has_group_norm(extractor) and GN_OP not in exported_op_names(exported):
+        raise ExportError(f"the exported graph does not call {GN_OP}")
+    check = torch.rand(1, 3, height + 32, width + 32, generator=generator) * 255
+    difference = max(max_relative_difference(exported, extractor, images) for images in (example, check))
+    if difference > tolerance:
+        raise ExportError(f"exported features differ from eager ones by {difference:.3g} (tolerance {tolerance})")
+    torch.export.save(exported, destination, extra_files={"gn_detection.json": export_metadata(extractor)})
+    return difference
+
+
+def write_traced_model(cfg, model_state, destination: str, size: Tuple[int, int], tolerance: float) -> float:
+    """Writes the TorchScript trace of the whole model; returns the checked difference."""
+    model = build_loaded_model(cfg, model_state)
+    image = torch.rand(3, *size, generator=torch.Generator().manual_seed(0)) * 255
+    traced, difference = trace_model(model, image)
+    if has_group_norm(model) and GN_SCRIPT_OP not in str(traced.inlined_graph):
+        raise ExportError(f"the traced graph does not call {GN_SCRIPT_OP}")
+    if difference > tolerance:
+        raise ExportError(f"traced outputs differ from eager ones by {difference:.3g} (tolerance {tolerance})")
+    traced.save(destination)
+    return difference
+
+
+def export_run(
+    run_dir: str,
+    output_dir: Optional[str] = None,
+    config_file: Optional[str] = None,
+    weights: Optional[str] = None,
+    check_size: Sequence[int] = (256, 352),
+    tolerance: float = 1e-4,
+    torch_export: bool = True,
+    trace: bool = True,
+    printer=print,
+) -> Dict[str, str]:
+    """Writes RUN_DIR/export/ (or ``output_dir``) from RUN_DIR/config.yaml and
+    RUN_DIR/model_final.pth (or ``config_file``, ``weights``); returns {file name: path}.
+    Raises ``CheckpointError`` for an unreadable checkpoint and ``ExportError``
+    when an export does not reproduce the eager model."""
+    config_file = config_file or os.path.join(run_dir, "config.yaml")
+    weights = weights or os.path.join(run_dir, "model_final.pth")
+    output_dir = output_dir or os.path.join(run_dir, "export")
+    cfg, model_state = load_run(config_file, weights)
+    os.makedirs(output_dir, exist_ok=True)
+    author = f"gn_detection export_checkpoint from {weights}"
+    written = {name: os.path.join(output_dir, name) for name in ("backbone.pkl", "model_slim.pth", "config.yaml")}
+
+    backbone = backbone_weights(model_state)
+    save_detectron2_pickle(written["backbone.pkl"], backbone, author)
+    printer(f"backbone.pkl: {len(backbone)} tensors")
+    save_slim_checkpoint(written["model_slim.pth"], model_state, author)
+    printer(f"model_slim.pth: {len(model_state)} tensors")
+    shutil.copyfile(config_file, written["config.yaml"])
+    size = tuple(check_size)
+    if torch_export:
+        destination = os.path.join(output_dir, "features.pt2")
+        difference = write_features_export(cfg, model_state, destination, size, tolerance)
+        written["features.pt2"] = destination
+        printer(f"features.pt2: backbone+FPN feature extractor, exported vs eager difference {difference:.3g}")
+    if trace:
+        destination = os.path.join(output_dir, "model_traced.ts")
+        difference = write_traced_model(cfg, model_state, destination, size, tolerance)
+        written["model_traced.ts"] = destination
+        printer(f"model_traced.ts: whole model (TorchScript), traced vs eager difference {difference:.3g}")
+    return written
