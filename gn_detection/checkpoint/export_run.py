@@ -35,6 +35,8 @@ class ExportError(RuntimeError):
 
 def load_run(config_file: str, weights: str):
     """(config on the CPU with no weights to download, model state dict) of a run."""
+    if not os.path.isfile(config_file):
+        raise CheckpointError(f"config file {config_file} not found")
     cfg = add_gn_config(get_cfg())
     cfg.merge_from_file(config_file)
     cfg.MODEL.DEVICE = "cpu"
