@@ -58,3 +58,14 @@ def test_empty_results_are_a_clear_error(tmp_path):
     empty.write_text("[]")
     with pytest.raises(ValueError, match="holds no detections"):
         evaluate_results_file(str(GT), str(empty), "bbox")
+
+
+def test_segm_ignores_the_detections_boxes(tmp_path, expected):
+    """detectron2's results files hold a box beside each mask; segm must still use mask areas."""
+    results = json.loads(RESULTS["segm"].read_text())
+    for result in results:
+        result["bbox"] = [0.0, 0.0, 1000.0, 1000.0]  # a box area that would make every detection "large"
+    with_boxes = tmp_path / "segm_with_boxes.json"
+    with_boxes.write_text(json.dumps(results))
+    stats = evaluate_results_file(str(GT), str(with_boxes), "segm")
+    assert list(stats.values()) == pytest.approx(expected["segm"], abs=1e-9)
