@@ -39,8 +39,11 @@ test: build
 demo: build
 	$(PYTHON) tools/demo.py $(DEMO_ARGS)
 
+# Speed on the CPU with the benchmarks' defaults: the op, then the Mask R-CNN step
+# (tens of minutes on 2 cores); tables on stdout, every row in output/bench/*.json.
 bench: build
-	$(PYTHON) tools/benchmark_gn.py --json output/benchmark_gn.json
+	$(PYTHON) tools/benchmark_gn.py --json output/bench/gn.json
+	$(PYTHON) tools/benchmark_model.py --json output/bench/model.json
 
 clean:
 	rm -rf build gn_detection/_C*.so $(BUILT)

@@ -48,6 +48,14 @@ class GroupNorm(nn.GroupNorm):
     Same constructor arguments, parameters and state_dict keys as
     ``nn.GroupNorm`` (so checkpoints and weight-decay rules carry over), plus
     ``activation``: None or "relu" for GroupNorm followed by a fused ReLU.
+
+    Under ``torch.autocast`` the op keeps its input's dtype: the bfloat16 or
+    float16 output of a convolution gives an output of that dtype, with the
+    statistics and the affine arithmetic in float32 and float32 parameters.
+    (Autocast runs ``nn.GroupNorm`` on CUDA in float32 instead: inputs cast up,
+    a float32 output for the next layer to cast down.) Computing the statistics
+    in float32 is what keeps the reduced-precision input accurate; reading and
+    writing it in that precision halves the op's memory traffic.
     """
 
     def __init__(
