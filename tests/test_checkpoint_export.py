@@ -1,9 +1,10 @@
 """Exporting (gn_detection.checkpoint.export_run, behind tools/export_checkpoint.py) a training run (one iteration on a
 one-image dataset): the backbone pickle fine-tunes a model with another number
 of classes with no backbone key missing, the slim checkpoint holds only the
-model, and the torch.export of the feature extractor calls the GN op and
-matches eager outputs."""
+model, the torch.export of the feature extractor calls the GN op and
+matches eager outputs, and the ONNX files run in ONNX Runtime."""
 
+import onnxruntime
 import pytest
 import torch
 from detectron2.export import TracingAdapter
@@ -15,6 +16,7 @@ from gn_detection.checkpoint import GNCheckpointer, load_pickle, load_torch
 from gn_detection.checkpoint.export import FeatureExtractor
 from gn_detection.checkpoint.export_run import export_run
 from gn_detection.checkpoint.model_keys import check_keys
+from gn_detection.checkpoint.onnx_export import detection_adapter
 from gn_detection.engine import Trainer, argument_parser
 from gn_detection.engine import main as train
 
@@ -37,7 +39,8 @@ def test_export_and_fine_tune(dataset, tmp_path):
     assert {"model", "trainer", "iteration"} <= set(trained)  # trainer: optimizer, scheduler, ...
 
     written = export_run(str(run), check_size=(96, 128))
-    assert set(written) == {"backbone.pkl", "model_slim.pth", "config.yaml", "features.pt2", "model_traced.ts"}
+    assert set(written) == {"backbone.pkl", "model_slim.pth", "config.yaml", "features.pt2", "model_traced.ts",
+                            "features.onnx", "model.onnx"}  # fmt: skip
     export = run / "export"
 
     slim = load_torch(export / "model_slim.pth")
@@ -86,3 +89,12 @@ def test_export_and_fine_tune(dataset, tmp_path):
     assert len(actual) == len(expected)
     for a, b in zip(actual, expected):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+
+    # the whole model in ONNX Runtime: the eager detections (masks as the mask head's probabilities)
+    session = onnxruntime.InferenceSession(str(export / "model.onnx"), providers=["CPUExecutionProvider"])
+    actual = session.run(None, {"image": image.numpy()})
+    expected = detection_adapter(model, image)(image)
+    assert [o.name for o in session.get_outputs()] == ["pred_boxes", "pred_classes", "pred_masks", "scores",
+                                                       "image_size"]  # fmt: skip
+    for a, b in zip(actual, expected):
+        torch.testing.assert_close(torch.from_numpy(a), b, rtol=0, atol=1e-3)

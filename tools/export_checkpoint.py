@@ -26,13 +26,26 @@ reads OUTPUT_DIR/config.yaml and OUTPUT_DIR/model_final.pth (or --config-file,
   gn_detection::group_norm_forward (`import gn_detection` before
   torch.jit.load). Checked against eager outputs on the traced image;
   --skip-trace leaves it out.
+- features.onnx: the feature extractor as ONNX (opset 21), like features.pt2:
+  input "images" with dynamic batch (at least 1), height and width; one output
+  per feature map. Every GroupNorm layer is one ONNX GroupNormalization node
+  (followed by one Relu where the layer fuses its ReLU).
+- model.onnx: the whole model in inference as ONNX (opset 21), traced with
+  detectron2's TracingAdapter: input "image" (3, H, W) float in the model's
+  pixel format, any H and W; outputs pred_boxes (R, 4), pred_classes (R,),
+  pred_masks (R, 1, 28, 28) mask probabilities in each box (pasting them into
+  the image is left to the caller, as in detectron2's own deployment export),
+  scores (R,) and image_size. See docs/DEPLOYMENT.md.
+  Both ONNX files pass onnx.checker and reproduce the eager model in ONNX
+  Runtime (CPU) within --onnx-tolerance before they are written; --skip-onnx
+  leaves them out.
 - config.yaml: the run's config.
 """
 
 import argparse
 import sys
 
-from gn_detection.checkpoint.export_run import ExportError, export_run
+from gn_detection.checkpoint.export_run import ONNX_TOLERANCE, ExportError, export_run
 from gn_detection.checkpoint.safe_load import CheckpointError
 
 
@@ -45,8 +58,11 @@ def parse_args(argv=None):
     parser.add_argument("--check-size", type=int, nargs=2, default=(256, 352), metavar=("H", "W"),
                         help="image size of the export check (multiples of 32, at least 96)")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="max |exported - eager| / (1 + max |eager|)")
+    parser.add_argument("--onnx-tolerance", type=float, default=ONNX_TOLERANCE,
+                        help="max absolute difference, ONNX Runtime vs eager (features, boxes in pixels, masks, scores)")
     parser.add_argument("--skip-torch-export", action="store_true")
     parser.add_argument("--skip-trace", action="store_true")
+    parser.add_argument("--skip-onnx", action="store_true")
     return parser.parse_args(argv)  # fmt: skip
 
 
@@ -55,7 +71,8 @@ if __name__ == "__main__":
     try:
         export_run(
             args.run_dir, args.output_dir, args.config_file, args.weights, args.check_size, args.tolerance,
-            torch_export=not args.skip_torch_export, trace=not args.skip_trace,
+            torch_export=not args.skip_torch_export, trace=not args.skip_trace, onnx=not args.skip_onnx,
+            onnx_tolerance=args.onnx_tolerance,
         )  # fmt: skip
     except (CheckpointError, ExportError) as error:
         sys.exit(f"error: {error}")

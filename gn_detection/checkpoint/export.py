@@ -29,6 +29,10 @@ from gn_detection.checkpoint.model_keys import backbone_prefixes, model_layout
 MIN_BLOCKS = 3  # smallest exported image side, in multiples of size_divisibility
 
 
+class ExportError(RuntimeError):
+    """An exported file did not reproduce the eager model; nothing was written for it."""
+
+
 def backbone_weights(model_state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """The backbone part of a GeneralizedRCNN state dict (see the module docstring)."""
     prefixes = backbone_prefixes(model_layout(list(model_state)))

@@ -1,7 +1,8 @@
 """Exports a finished training run into shareable files (behind
 ``tools/export_checkpoint.py``): the backbone, slim weights, the feature
-extractor through ``torch.export`` and the whole model as TorchScript, each
-checked against the eager model before it is written."""
+extractor through ``torch.export``, the whole model as TorchScript, and the
+feature extractor and the whole model as ONNX (GroupNorm as ONNX's own
+GroupNormalization), each checked against the eager model before it is written."""
 
 import os
 import shutil
@@ -12,6 +13,7 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 from gn_detection.checkpoint.export import (
+    ExportError,
     FeatureExtractor,
     backbone_weights,
     export_features,
@@ -21,16 +23,22 @@ from gn_detection.checkpoint.export import (
     save_slim_checkpoint,
     trace_model,
 )
+from gn_detection.checkpoint.onnx_check import (
+    as_arrays,
+    check_graph,
+    compare_outputs,
+    cpu_session,
+    pair_detections,
+    run_session,
+)
+from gn_detection.checkpoint.onnx_export import detection_adapter, export_features_onnx, export_model_onnx
 from gn_detection.checkpoint.safe_load import CheckpointError, load_torch, save_detectron2_pickle
 from gn_detection.config import add_gn_config
 from gn_detection.layers import GroupNorm
 
 GN_OP = "gn_detection.group_norm_forward.default"
 GN_SCRIPT_OP = "gn_detection::group_norm_forward"
-
-
-class ExportError(RuntimeError):
-    """An exported file did not reproduce the eager model; nothing was written for it."""
+ONNX_TOLERANCE = 1e-3  # max |ONNX Runtime - eager|: feature maps, boxes (pixels), mask probabilities, scores
 
 
 def load_run(config_file: str, weights: str):
@@ -88,6 +96,55 @@ def write_traced_model(cfg, model_state, destination: str, size: Tuple[int, int]
     return difference
 
 
+def write_features_onnx(cfg, model_state, destination: str, size: Tuple[int, int], tolerance: float):
+    """Writes ``features.onnx`` after its checks (:mod:`onnx_check`) on a batch of
+    2 images of ``size`` and one image 32 pixels larger each way; returns (the largest
+    absolute difference from the eager feature maps, the graph's summary)."""
+    extractor = FeatureExtractor(build_loaded_model(cfg, model_state))
+    generator = torch.Generator().manual_seed(0)
+    height, width = size
+    example = torch.rand(2, 3, height, width, generator=generator) * 255
+    data = export_features_onnx(extractor, example)
+    name = os.path.basename(destination)
+    summary = check_graph(data, name, extractor)
+    session = cpu_session(data)
+    difference = 0.0
+    for images in (example, torch.rand(1, 3, height + 32, width + 32, generator=generator) * 255):
+        with torch.no_grad():
+            eager = as_arrays(extractor.feature_names, extractor(images))
+        difference = max(difference, compare_outputs(name, run_session(session, [images]), eager, tolerance))
+    with open(destination, "wb") as f:
+        f.write(data)
+    return difference, summary
+
+
+def write_model_onnx(cfg, model_state, destination: str, size: Tuple[int, int], tolerance: float):
+    """Writes ``model.onnx`` (the whole model, traced on an image of ``size``) after
+    its checks on that image and one of another size (not a multiple of 32): the
+    same detections (count, classes; paired by box, as near-equal scores may swap
+    places), boxes, masks and scores within ``tolerance``; returns (the largest
+    absolute difference, the graph's summary)."""
+    model = build_loaded_model(cfg, model_state)
+    generator = torch.Generator().manual_seed(0)
+    height, width = size
+    image = torch.rand(3, height, width, generator=generator) * 255
+    adapter = detection_adapter(model, image)
+    traced_outputs = adapter(image)
+    data, names = export_model_onnx(adapter)
+    name = os.path.basename(destination)
+    summary = check_graph(data, name, model)
+    session = cpu_session(data)
+    difference = 0.0
+    other = torch.rand(3, height + 20, width + 44, generator=generator) * 255
+    for sample, outputs in ((image, traced_outputs), (other, adapter(other))):
+        eager = as_arrays(names, outputs)
+        ours = pair_detections(name, run_session(session, [sample]), eager, tolerance)
+        difference = max(difference, compare_outputs(name, ours, eager, tolerance))
+    with open(destination, "wb") as f:
+        f.write(data)
+    return difference, summary
+
+
 def export_run(
     run_dir: str,
     output_dir: Optional[str] = None,
@@ -97,12 +154,17 @@ def export_run(
     tolerance: float = 1e-4,
     torch_export: bool = True,
     trace: bool = True,
+    onnx: bool = True,
+    onnx_tolerance: float = ONNX_TOLERANCE,
     printer=print,
 ) -> Dict[str, str]:
     """Writes RUN_DIR/export/ (or ``output_dir``) from RUN_DIR/config.yaml and
     RUN_DIR/model_final.pth (or ``config_file``, ``weights``); returns {file name: path}.
-    Raises ``CheckpointError`` for an unreadable checkpoint and ``ExportError``
-    when an export does not reproduce the eager model."""
+    ``tolerance`` bounds the torch.export and TorchScript checks (max |exported -
+    eager| / (1 + max |eager|)), ``onnx_tolerance`` the ONNX Runtime checks (max
+    absolute difference of feature maps, boxes in pixels, mask probabilities and
+    scores). Raises ``CheckpointError`` for an unreadable checkpoint and
+    ``ExportError`` when an export does not reproduce the eager model."""
     config_file = config_file or os.path.join(run_dir, "config.yaml")
     weights = weights or os.path.join(run_dir, "model_final.pth")
     output_dir = output_dir or os.path.join(run_dir, "export")
@@ -128,4 +190,13 @@ def export_run(
         difference = write_traced_model(cfg, model_state, destination, size, tolerance)
         written["model_traced.ts"] = destination
         printer(f"model_traced.ts: whole model (TorchScript), traced vs eager difference {difference:.3g}")
+    if onnx:
+        parts = (("features.onnx", "backbone+FPN feature extractor", write_features_onnx),
+                 ("model.onnx", "whole model", write_model_onnx))  # fmt: skip
+        for file_name, part, write in parts:
+            destination = os.path.join(output_dir, file_name)
+            difference, summary = write(cfg, model_state, destination, size, onnx_tolerance)
+            written[file_name] = destination
+            printer(f"{file_name}: {part} (ONNX opset {summary.opset}, {summary.group_norm_nodes} GroupNormalization "
+                    f"nodes), ONNX Runtime vs eager max absolute difference {difference:.3g}")  # fmt: skip
     return written
