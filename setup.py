@@ -8,12 +8,17 @@ builds). Without a visible GPU, ``TORCH_CUDA_ARCH_LIST`` defaults to "8.0+PTX"
 
 The CPU kernels are compiled once per x86 instruction set (baseline, AVX2,
 AVX-512) and chosen at run time from what the processor supports, as ATen does
-for its own kernels (see gn_detection/layers/csrc/cpu/).
+for its own kernels (see gn_detection/layers/csrc/cpu/). They use GCC vector
+extensions that need GCC 12 or newer (``__builtin_shufflevector``, vectors of
+``_Float16``); the compiler (``CXX``, default ``c++``, as torch uses) is checked
+before anything is compiled.
 """
 
 import glob
 import os
 import platform
+import subprocess
+import sys
 
 from setuptools import find_packages, setup
 
@@ -21,6 +26,28 @@ import torch
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
 CSRC = os.path.join("gn_detection", "layers", "csrc")
+MIN_GCC = 12
+
+
+def _check_compiler():
+    """Says in one line which C++ compiler builds the kernels; stops when it is a
+    GCC older than MIN_GCC, which would fail deep inside the kernels' headers."""
+    compiler = os.environ.get("CXX", "c++")
+    try:
+        banner = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
+        version = subprocess.run(
+            [compiler, "-dumpfullversion", "-dumpversion"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError) as error:
+        sys.exit(f"gn_detection: cannot run the C++ compiler {compiler!r} ({error}); set CXX to GCC >= {MIN_GCC}")
+    need = f"GCC >= {MIN_GCC} for __builtin_shufflevector and _Float16 vectors"
+    if "clang" in banner.lower():
+        print(f"gn_detection: C++ compiler {compiler} is clang {version}, not GCC; the CPU kernels need {need}")
+        return
+    major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 0
+    if major < MIN_GCC:
+        sys.exit(f"gn_detection: C++ compiler {compiler} is GCC {version}; the CPU kernels need {need} (set CXX)")
+    print(f"gn_detection: C++ compiler {compiler} is GCC {version} (the CPU kernels need {need})")
 
 
 def _want_cuda():
@@ -47,6 +74,7 @@ def _cuda_library_includes():
 
 
 def _extension():
+    _check_compiler()
     sources = sorted(glob.glob(os.path.join(CSRC, "*.cpp")))
     sources += sorted(glob.glob(os.path.join(CSRC, "autograd", "*.cpp")))
     sources += sorted(glob.glob(os.path.join(CSRC, "cpu", "*.cpp")))

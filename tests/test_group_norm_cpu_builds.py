@@ -76,3 +76,28 @@ def test_cpu_build_matches_float64_reference(capability):
     worst = json.loads(result.stdout.strip().splitlines()[-1])
     for dtype, err in worst.items():
         assert err <= _TOLERANCE[dtype], f"{capability} build, {dtype}: max relative error {err:.3g}"
+
+
+_UNKNOWN_CAPABILITY = r"""
+import torch, gn_detection.layers as L
+for attempt in range(2):  # the choice of build is retried, and fails again, on every call
+    try:
+        L.group_norm(torch.randn(2, 4, 3, 3), 2)
+    except ValueError as error:
+        print(error)
+    else:
+        print("no error")
+"""
+
+
+def test_unknown_capability_is_an_error_that_lists_the_builds():
+    """A GN_CPU_CAPABILITY the kernels do not know (a typo) fails with the valid
+    names, instead of silently running another build."""
+    env = dict(os.environ, GN_CPU_CAPABILITY="avx3")
+    result = subprocess.run([sys.executable, "-c", _UNKNOWN_CAPABILITY], env=env, capture_output=True, text=True,
+                            check=True)
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert len(lines) == 2, result.stdout
+    for line in lines:
+        assert "GN_CPU_CAPABILITY=avx3 names no build of the CPU kernels" in line, line
+        assert "use one of baseline, avx2, avx512" in line, line

@@ -7,7 +7,12 @@ with the same messages as an eager one.
 
 import torch
 
-from gn_detection.layers._checks import check_group_norm_args, kernel_layout, accumulation_dtype
+from gn_detection.layers._checks import (
+    accumulation_dtype,
+    check_group_norm_args,
+    check_group_norm_backward_args,
+    kernel_layout,
+)
 
 
 def _empty_in_layout(like: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -21,7 +26,7 @@ def _empty_in_layout(like: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 @torch.library.register_fake("gn_detection::group_norm_forward")
 def _group_norm_forward_fake(input, weight, bias, num_groups, eps, relu):
-    check_group_norm_args(input, weight, bias, num_groups)
+    check_group_norm_args(input, weight, bias, num_groups, eps)
     output = _empty_in_layout(input, kernel_layout(input))
     stats_shape = (input.shape[0], num_groups)
     dtype = accumulation_dtype(input.dtype)
@@ -32,11 +37,7 @@ def _group_norm_forward_fake(input, weight, bias, num_groups, eps, relu):
 
 @torch.library.register_fake("gn_detection::group_norm_backward")
 def _group_norm_backward_fake(grad_output, input, mean, rstd, weight, bias, num_groups, relu):
-    check_group_norm_args(input, weight, bias, num_groups)
-    torch._check(
-        grad_output.shape == input.shape,
-        lambda: f"grad_output shape {list(grad_output.shape)} must equal input shape {list(input.shape)}",
-    )
+    check_group_norm_backward_args(grad_output, input, mean, rstd, weight, bias, num_groups)
     channels = input.shape[1]
     grad_input = _empty_in_layout(input, kernel_layout(input))
     weight_dtype = weight.dtype if weight is not None else input.dtype

@@ -12,13 +12,33 @@
 namespace gn_detection {
 namespace {
 
+// Kernel builds by name, widest last, as GN_CPU_CAPABILITY names them.
+constexpr const char* kCapabilities[] = {"baseline", "avx2", "avx512"};
+constexpr int kNumCapabilities = 3;
+
+// The widest build that GN_CPU_CAPABILITY allows: its index in kCapabilities.
+// Unset (or empty) allows all; an unknown name is an error that lists the
+// known ones, so that a typo does not silently measure another build.
+int allowed_capability() {
+  const char* cap = std::getenv("GN_CPU_CAPABILITY");
+  if (cap == nullptr || cap[0] == '\0') {
+    return kNumCapabilities - 1;
+  }
+  for (int i = 0; i < kNumCapabilities; ++i) {
+    if (std::strcmp(cap, kCapabilities[i]) == 0) {
+      return i;
+    }
+  }
+  TORCH_CHECK_VALUE(
+      false, "GN_CPU_CAPABILITY=", cap, " names no build of the CPU kernels; use one of baseline, avx2, avx512 ",
+      "(or leave it unset for the best build this processor runs)");
+}
+
 // The best kernel build this processor runs. GN_CPU_CAPABILITY=baseline|avx2|
 // avx512 caps it (as ATEN_CPU_CAPABILITY does for ATen), e.g. to compare builds.
 const cpu::KernelTable& kernels() {
   static const cpu::KernelTable& table = []() -> const cpu::KernelTable& {
-    const char* cap = std::getenv("GN_CPU_CAPABILITY");
-    const bool allow_avx512 = cap == nullptr || std::strcmp(cap, "avx512") == 0;
-    const bool allow_avx2 = allow_avx512 || std::strcmp(cap, "avx2") == 0;
+    const int allowed = allowed_capability();
 #ifdef GN_X86_DISPATCH
     __builtin_cpu_init();
     const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
@@ -26,14 +46,14 @@ const cpu::KernelTable& kernels() {
     const bool has_avx512 = has_avx2 && __builtin_cpu_supports("avx512f") &&
         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
         __builtin_cpu_supports("avx512vl");
-    if (allow_avx512 && has_avx512) {
+    if (allowed >= 2 && has_avx512) {
       return cpu::kernels_avx512();
     }
-    if (allow_avx2 && has_avx2) {
+    if (allowed >= 1 && has_avx2) {
       return cpu::kernels_avx2();
     }
 #else
-    (void)allow_avx2;
+    (void)allowed;
 #endif
     return cpu::kernels_baseline();
   }();

@@ -599,7 +599,8 @@ inline V pre_activation_grad(V dy, V x, T mean, T scale, T beta) {
   return kRelu ? math::relu_grad(dy, math::normalize(x, mean, scale, beta)) : dy;
 }
 
-// Per-channel sums of one channel-first span: sum(dz) and sum(dz * (x - mean)).
+// Per-channel sums of one channel-first span: sum(dz) and sum(dz * (x - mean)),
+// reading `ahead` elements ahead (see read_ahead; 0: no prefetch).
 template <typename S, typename A, bool kRelu>
 void span_grad_sums(
     const S* dy, const S* x, int64_t n, A mean, A scale, A beta, A* sum_dz, A* sum_dzxc, int64_t ahead) {
@@ -608,10 +609,12 @@ void span_grad_sums(
   Vec<A> s0{}, s1{}, sx0{}, sx1{};
   int64_t i = 0;
   for (; i + 2 * L <= n; i += 2 * L) {
-    __builtin_prefetch(dy + i + ahead);
-    __builtin_prefetch(x + i + ahead);
-    __builtin_prefetch(dy + i + L + ahead);
-    __builtin_prefetch(x + i + L + ahead);
+    if (ahead != 0) {
+      __builtin_prefetch(dy + i + ahead);
+      __builtin_prefetch(x + i + ahead);
+      __builtin_prefetch(dy + i + L + ahead);
+      __builtin_prefetch(x + i + L + ahead);
+    }
     const Vec<A> x0 = Acc::load(x + i);
     const Vec<A> x1 = Acc::load(x + i + L);
     const Vec<A> dz0 = pre_activation_grad<kRelu>(Acc::load(dy + i), x0, mean, scale, beta);
@@ -799,7 +802,7 @@ inline bool one_task_per_sample(int64_t N, int64_t sample_elements) {
 constexpr int64_t kReadAheadGroup = kSpanChunk;
 
 // Elements from group ng (of a task ending at `end`) to the group `groups`
-// after it, when that one is read ahead; else 0.
+// after it, when that one is read ahead; else 0, and the loops prefetch nothing.
 inline int64_t read_ahead(int64_t ng, int64_t end, int64_t group_size, int64_t groups) {
   return ng + groups < end && group_size <= kReadAheadGroup ? groups * group_size : 0;
 }
@@ -811,12 +814,12 @@ inline int64_t read_ahead(int64_t ng, int64_t end, int64_t group_size, int64_t g
 // that distance is the next group (groups of 4 KiB and more), its
 // input-gradient pass asks again for the lines its sums pass asked for; when
 // the sums pass reads several groups ahead, asking again only costs
-// instructions. Measured side by side at ~100 GB/s (BENCHMARKS.md, session 5):
-// the forward 1.17-1.23x faster 16 KiB ahead than one group ahead, and 8 KiB
-// another 1.00-1.06x; the box-head backward 1.14-1.16x faster 4 KiB ahead than
-// one group ahead, and 1.06-1.12x without asking again; the mask-head backward
-// 1.07-1.15x faster asking again for the same group than for the group after,
-// and 1.12-1.13x than asking for nothing.
+// instructions. Measured side by side at ~100 GB/s: the forward 1.17-1.23x
+// faster 16 KiB ahead than one group ahead, and 8 KiB another 1.00-1.06x; the
+// box-head backward 1.14-1.16x faster 4 KiB ahead than one group ahead, and
+// 1.06-1.12x without asking again; the mask-head backward 1.07-1.15x faster
+// asking again for the same group than for the group after, and 1.12-1.13x than
+// asking for nothing.
 constexpr int64_t kForwardReadAheadBytes = 8192;
 constexpr int64_t kBackwardReadAheadBytes = 4096;
 
@@ -870,7 +873,9 @@ void forward_channels_first(const ForwardArgs& args, const AffineParams<P, A>& p
         out.span(
             HxW,
             [&](int64_t i) {
-              __builtin_prefetch(X + i + ahead);
+              if (ahead != 0) {
+                __builtin_prefetch(X + i + ahead);
+              }
               return output(Access<S, A>::load(X + i));
             },
             [&](int64_t i) { return output(Access<S, A>::load1(X + i)); });
@@ -1137,6 +1142,7 @@ void backward_channels_first(const BackwardArgs& args, const AffineParams<P, A>&
       A* s = sum_dz + n * C + c0;
       A* sx = sum_dzxc + n * C + c0;
       const int64_t ahead = read_ahead(ng, end, group_size, groups_ahead);  // both passes
+      const bool prefetch_again = ask_again && ahead != 0;
       for (int64_t d = 0; d < D; ++d) {
         const A scale = math::channel_scale(r, params.gamma[c0 + d]);
         span_grad_sums<S, A, kRelu>(
@@ -1152,7 +1158,7 @@ void backward_channels_first(const BackwardArgs& args, const AffineParams<P, A>&
         out.span(
             HxW,
             [&](int64_t i) {
-              if (ask_again) {
+              if (prefetch_again) {
                 __builtin_prefetch(DY + i + ahead);
                 __builtin_prefetch(X + i + ahead);
               }
