@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
+from detectron2.utils.colormap import colormap
 
 
 class DatasetError(ValueError):
@@ -131,3 +132,36 @@ def register_checked_coco_instances(
         thing_classes=list(thing_classes),
         thing_colors=[tuple(color) for color in thing_colors],
     )
+
+
+def coco_categories(json_file: str) -> List[Dict]:
+    """The category records of a COCO instances file, sorted by id (the order of
+    detectron2's contiguous class indices); a file with no categories, a record
+    without id or name, or a repeated id is a ``DatasetError``."""
+    data = _read_annotation_file(json_file)
+    if not data["categories"]:
+        raise DatasetError(f"annotation file {json_file} declares no categories")
+    seen = set()
+    for index, category in enumerate(data["categories"]):
+        _check_record(json_file, "category", index, category, ("id", "name"))
+        if category["id"] in seen:
+            raise DatasetError(f"annotation file {json_file}: category record #{index} repeats id {category['id']}")
+        seen.add(category["id"])
+    return sorted(data["categories"], key=lambda category: category["id"])
+
+
+def register_coco_dataset(name: str, json_file: str, image_root: str) -> List[str]:
+    """Registers the COCO instances file ``json_file`` (images under ``image_root``)
+    as ``name`` with its class names (categories sorted by id), the map from its
+    category ids to detectron2's contiguous indices, and colors from detectron2's
+    palette; returns the class names. The file and every image are checked when
+    the dataset is first loaded (``load_checked_coco_json``); the categories now,
+    so that the number of classes is known before a model is built."""
+    categories = coco_categories(json_file)
+    palette = colormap(rgb=True, maximum=255).astype(int).tolist()
+    classes = [category["name"] for category in categories]
+    colors = [palette[index % len(palette)] for index in range(len(classes))]
+    register_checked_coco_instances(name, json_file, image_root, classes, colors)
+    id_map = {category["id"]: index for index, category in enumerate(categories)}
+    MetadataCatalog.get(name).set(thing_dataset_id_to_contiguous_id=id_map)
+    return classes
