@@ -38,10 +38,12 @@ def unregister(name):
 
 def training_overrides(output_dir, dataset, max_iter, num_classes=2):
     """KEY VALUE pairs: tiny, deterministic CPU training on ``dataset`` (no flip,
-    one image per batch, no evaluation, few RoIs, narrow layers)."""
+    one image per batch, no evaluation, few RoIs, narrow layers); with
+    ``num_classes`` None, MODEL.ROI_HEADS.NUM_CLASSES is left to the config."""
+    classes = [] if num_classes is None else ["MODEL.ROI_HEADS.NUM_CLASSES", str(num_classes)]
     return [
-        "OUTPUT_DIR", str(output_dir), "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "",
-        "MODEL.ROI_HEADS.NUM_CLASSES", str(num_classes), "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "8",
+        *classes, "OUTPUT_DIR", str(output_dir), "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "",
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "8",
         "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "64", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "32",
         "MODEL.RPN.POST_NMS_TOPK_TEST", "8", "SOLVER.BASE_LR", "0.001",
         "DATASETS.TRAIN", f"('{dataset}',)", "DATASETS.TEST", "()", "DATALOADER.NUM_WORKERS", "0",
