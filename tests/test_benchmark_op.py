@@ -70,6 +70,28 @@ def test_cpu_rows_are_consistent_with_their_samples():
         assert row["speedup"] > 0 and row["floor_speedup"] > 0 and row["copy_gbs"] > 0
 
 
+def test_cuda_rows_put_the_byte_model_beside_the_copy(monkeypatch):
+    """measure_shape_cuda's arithmetic, with its CUDA-event timer replaced by one that
+    calls every function (on CPU tensors) and returns fixed per-call times."""
+    times = {"copy": 1e-3, ("ours", "gn", "fwd"): 2e-3, ("torch", "gn", "fwd"): 3e-3}
+
+    def fake_timer(fns, reps, device):
+        for fn in fns.values():
+            fn()
+        return {name: [times.get(name, 4e-3)] * reps for name in fns}
+
+    monkeypatch.setattr(op, "time_cuda_interleaved", fake_timer)
+    rows = op.measure_shape_cuda("small", "channels_last", torch.float32, reps=30, device="cpu")
+    assert len(rows) == len(op.OPS) * len(op.PASSES)
+    size = torch.empty(op.SHAPES["small"]).nbytes
+    row = rows[0]
+    assert (row["op"], row["pass"], row["dtype"]) == ("gn", "fwd", "float32")
+    assert row["speedup"] == pytest.approx(1.5) and row["copy_gbs"] == pytest.approx(2 * size / 1e-3 / 1e9)
+    assert row["ours_of_copy"] == pytest.approx((3 * size / 2e-3) / (2 * size / 1e-3))
+    assert row["torch_of_copy"] == pytest.approx((3 * size / 3e-3) / (2 * size / 1e-3))
+    assert rows[1]["ours_of_copy"] == pytest.approx((5 * size / 4e-3) / (2 * size / 1e-3))
+
+
 def test_geometric_means_per_row_set_and_dtype():
     def row(dtype, name, fmt, pass_name, speedup):
         return {"dtype": dtype, "op": name, "format": fmt, "pass": pass_name, "speedup": speedup}

@@ -169,7 +169,8 @@ def main(argv=None) -> int:
               + ", ".join(f"{k} {v:.3g}" for k, v in runner.last_losses.items()))
     if args.device == "cuda" and not args.no_memory:
         memory_results = measure_memory(args, runners)
-    profiles = {} if args.no_profile else profile_share.profile_interleaved(runners, args.profile_steps)
+    profiles = {} if args.no_profile else profile_share.profile_interleaved(
+        runners, args.profile_steps, unrecorded=1 if cpu else 0)
     load = host.other_load(start, host.cpu_snapshot())
 
     timing = print_times(samples)

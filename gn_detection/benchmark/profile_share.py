@@ -114,17 +114,17 @@ def profile_once(runner, mode: str) -> dict:
     return {"wall_s": wall, "groups": group_times(prof.events(), runner.device.type)}
 
 
-def profile_interleaved(runners: dict, steps: int) -> dict:
-    """{name: {mode: {"wall_s", "groups", "shares"}}}: one unrecorded profiled training step
-    and inference per variant (the profiler's own allocations grow the heap), then `steps`
-    recorded ones, interleaved; the median of each time, and the shares of the median wall
-    time ("norm_act": NORM_ACT's groups together)."""
+def profile_interleaved(runners: dict, steps: int, unrecorded: int = 1) -> dict:
+    """{name: {mode: {"wall_s", "groups", "shares"}}}: `unrecorded` profiled training steps
+    and inferences per variant first (on the CPU the profiler's own allocations grow the
+    heap), then `steps` recorded ones, interleaved; the median of each time, and the
+    shares of the median wall time ("norm_act": NORM_ACT's groups together)."""
     runs = {name: {"train": [], "infer": []} for name in runners}
-    for step in range(steps + 1):
+    for step in range(unrecorded + steps):
         for name in (list(runners) if step % 2 else list(runners)[::-1]):
             for mode in ("train", "infer"):
                 run = profile_once(runners[name], mode)
-                if step:
+                if step >= unrecorded:
                     runs[name][mode].append(run)
     return {name: {mode: merged(found) for mode, found in modes.items()} for name, modes in runs.items()}
 
