@@ -328,11 +328,15 @@ def test_large_offset_input():
     assert_close(db, ref_db, REDUCTION_TOL[torch.float32], "dbias", scales["dbias"])
 
 
-@pytest.mark.parametrize("shape", [(16, 256, 7, 7), (2, 64, 30, 30), (2, 32, 64, 64), (2, 32, 100, 100)])
-def test_outlier_first_value_keeps_variance_exact(shape):
-    """Channels-first statistics are gathered relative to each group's first
-    value in one pass, which is exact only while that value lies near the
-    group's mean; an outlier there must send the group through the second pass.
+@pytest.mark.parametrize("fmt", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("shape", [(16, 256, 7, 7), (2, 64, 30, 30), (2, 32, 64, 64), (2, 32, 100, 100)],
+                         ids=lambda shape: "x".join(map(str, shape)))
+def test_outlier_first_value_keeps_variance_exact(shape, fmt):
+    """The CPU statistics are gathered in one pass of deviations from a value of
+    the data (channels-first: each group's first value; channels-last: each
+    channel's value in the first row of a block), which is exact only while that
+    value lies near the mean; an outlier there must send the group or channel
+    through a second pass around the mean found.
 
     Groups whose first value is 1e3 over N(0, 1) data: one pass relative to it
     loses ~n ulps of the variance (n = 392 to 10000 here, i.e. 2e-5 to 6e-4),
@@ -341,6 +345,7 @@ def test_outlier_first_value_keeps_variance_exact(shape):
     x = torch.randn(shape)
     grouped = x.view(shape[0], 32, -1)
     grouped[:, :, 0] = 1e3
+    x = x.contiguous(memory_format=MEMORY_FORMATS[fmt])
     _, mean, rstd = forward_op(x, None, None, 32, 1e-5, False)
     ref_mean, ref_rstd = reference_statistics(x, 32, 1e-5)
     rstd_error = ((rstd.double() - ref_rstd) / ref_rstd).abs().max().item()

@@ -885,15 +885,35 @@ void forward_channels_first(const ForwardArgs& args, const AffineParams<P, A>& p
   });
 }
 
+// Moments of x - ref over one channel of a block of channels-last rows (rows
+// values, C apart), by the corrected two-pass sum around `shift`, the channel's
+// one-pass mean relative to ref.
+template <typename S, typename A>
+Moments<A> column_moments(const S* x, int64_t rows, int64_t C, A ref, A shift, A count, A inv_count) {
+  A dev = 0, dev2 = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const A v = (Access<S, A>::load1(x + r * C) - ref) - shift;
+    dev += v;
+    dev2 += v * v;
+  }
+  return math::moments_from_shifted_sums(count, inv_count, shift, dev, dev2);
+}
+
 // Per-group moments of x - ref over a block of channels-last rows, written to
 // out[0 .. G); ref[C] holds each channel's group reference (see
 // forward_channels_last) and `scratch` 3 * C accumulators.
 //
 // One pass: each channel's deviations are taken from its value in the block's
 // first row, then corrected by their sum (math::moments_from_shifted_sums).
-// The shift is one of the block's own values, so (shift - mean)^2 <= rows * var
-// and the relative error of M2 stays below rows * epsilon (rows <= 256 here)
-// whatever the input's offset; blocks are then merged pairwise.
+// That loses nothing while the first value lies near the channel's mean. Where
+// it lies far out (sum((x - first)^2) > kOnePassMargin * M2, ~4 standard
+// deviations, the test of chunk_moments) the correction cancels, so such a
+// channel is summed again around the mean just found (column_moments), from
+// the block still in cache; NaN and inf fail the test too and propagate
+// through it. Groups whose first value is 1e3 over N(0, 1) data: rstd's
+// relative error is 2e-7 to 5e-7 with the second pass, 6e-6 to 1.9e-4 without
+// (channels-first: 1.5e-7 to 2.2e-7).
+// Blocks are then merged pairwise.
 template <typename S, typename A>
 void block_group_moments(
     const S* x, int64_t rows, int64_t C, int64_t G, const A* ref, A* scratch, Moments<A>* out) {
@@ -943,7 +963,10 @@ void block_group_moments(
   const A count = static_cast<A>(rows);
   const A inv_count = A(1) / count;
   for (int64_t c = 0; c < C; ++c) {
-    const Moments<A> m = math::moments_from_shifted_sums(count, inv_count, shift[c], dev[c], dev2[c]);
+    Moments<A> m = math::moments_from_shifted_sums(count, inv_count, shift[c], dev[c], dev2[c]);
+    if (!(dev2[c] <= static_cast<A>(kOnePassMargin) * m.m2)) {
+      m = column_moments<S, A>(x + c, rows, C, ref[c], m.mean, count, inv_count);
+    }
     shift[c] = m.mean;
     dev2[c] = m.m2;
   }
