@@ -40,15 +40,31 @@ def fused_relu_layers(module: nn.Module) -> int:
     return sum(isinstance(m, GroupNorm) and m.activation == "relu" for m in module.modules())
 
 
+def _graphs(graph: onnx.GraphProto):
+    """``graph`` and the subgraphs of its control-flow nodes (If, Loop), depth first."""
+    yield graph
+    for node in graph.node:
+        for attribute in node.attribute:
+            for subgraph in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
+                yield from _graphs(subgraph)
+
+
 def summarize(model: onnx.ModelProto) -> GraphSummary:
-    """Opset of the default domain, op counts, and GroupNormalization nodes (alone and followed by Relu)."""
-    nodes = model.graph.node
-    consumers = Counter(name for node in nodes for name in node.input)
-    relu_inputs = {node.input[0] for node in nodes if node.op_type == "Relu"}
-    group_norms = [node for node in nodes if node.op_type == "GroupNormalization"]
-    then_relu = sum(consumers[node.output[0]] == 1 and node.output[0] in relu_inputs for node in group_norms)
+    """Opset of the default domain, op counts, and GroupNormalization nodes (alone and
+    followed by Relu), over the graph and its subgraphs."""
+    counts, then_relu = Counter(), 0
+    for graph in _graphs(model.graph):
+        nodes = graph.node
+        counts.update(node.op_type for node in nodes)
+        consumers = Counter(name for node in nodes for name in node.input)
+        relu_inputs = {node.input[0] for node in nodes if node.op_type == "Relu"}
+        then_relu += sum(
+            consumers[node.output[0]] == 1 and node.output[0] in relu_inputs
+            for node in nodes
+            if node.op_type == "GroupNormalization"
+        )
     opset = next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
-    return GraphSummary(opset, dict(Counter(node.op_type for node in nodes)), len(group_norms), then_relu)
+    return GraphSummary(opset, dict(counts), counts["GroupNormalization"], then_relu)
 
 
 def check_graph(data: bytes, file_name: str, module: nn.Module) -> GraphSummary:

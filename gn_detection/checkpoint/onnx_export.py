@@ -8,9 +8,10 @@ translations of the GN op and of ``aten::group_norm`` (``nn.GroupNorm``).
 The ``torch.export``-based exporter (``dynamo=True`` with a custom translation
 table) cannot take the whole Mask R-CNN: ``torch.export`` stops at the RPN's
 branch on data (``if not valid_mask.all()`` in detectron2's
-``find_top_rpn_proposals``), and it refuses a traced TorchScript module
-(its TorchScript converter fails on the ``prim::If`` of detectron2's
-``script_if_tracing`` functions, e.g. the RoI pooler's level assignment).
+``find_top_rpn_proposals``), and a traced TorchScript module is no way
+around that: the exporter asks for it to be converted with ``TS2EPConverter``
+first, which fails on the ``prim::If`` nodes that scripted functions put in the
+trace (detectron2's RoI pooler and torchvision's batched NMS have them).
 The TorchScript exporter traces through detectron2's ``TracingAdapter``, as
 the ``model_traced.ts`` export does, so one translation serves the feature
 extractor and the whole model. Its symbolic functions go up to opset 20; at
