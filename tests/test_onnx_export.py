@@ -178,23 +178,27 @@ def test_demo_model_exports_whole(demo_model, demo_export):
     assert eager["pred_boxes"].shape == (10, 4) and eager["pred_masks"].shape == (10, 1, 28, 28)
 
 
-def test_an_image_without_detections_runs(tmp_path):
-    """The RoI heads' batch is then empty; GroupNormalization cannot normalize an
-    empty batch, so the export runs the heads on one extra RoI."""
-    cfg = load_config(DEMO_CONFIG, ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "1.0"])
+def test_images_without_detections_run_and_a_trace_without_them_generalizes(tmp_path):
+    """With a score threshold of 0.4 this random model finds nothing on the random
+    image it is traced on and on another, and 4 detections on a black image. An
+    image without detections leaves the RoI heads an empty batch, which
+    GroupNormalization cannot normalize: the export runs the heads on one extra RoI."""
+    cfg = load_config(DEMO_CONFIG, ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.4"])
     path = tmp_path / "model.onnx"
     state = random_state(cfg)
     write_model_onnx(cfg, state, str(path), (96, 96), TOLERANCE)
-    outputs = run_model_onnx(path, torch.rand(3, 128, 96) * 255)
-    assert outputs["pred_boxes"].shape == (0, 4) and outputs["pred_masks"].shape == (0, 1, 28, 28)
-    assert outputs["image_size"].tolist() == [128, 96]
-
     model = build_loaded_model(cfg, state)
+    traced_image = torch.rand(3, 96, 96, generator=torch.Generator().manual_seed(0)) * 255  # write_model_onnx's
+    assert detection_adapter(model, traced_image)(traced_image)[0].shape == (0, 4)
+    empty = assert_same_detections(path, model, torch.rand(3, 128, 96, generator=torch.Generator().manual_seed(2)) * 255)
+    assert empty["pred_boxes"].shape == (0, 4) and empty["pred_masks"].shape == (0, 1, 28, 28)
+    assert empty["image_size"].tolist() == [128, 96]
+    assert len(assert_same_detections(path, model, torch.zeros(3, 96, 96))["scores"]) == 4
+
     heads = model.roi_heads
     with roi_batches_never_empty(model):
         assert "forward" in vars(heads.box_head) and "layers" in vars(heads.mask_head)
-        rois = torch.rand(0, 64, 14, 14)
-        assert heads.mask_head.layers(rois).shape == (0, 4, 28, 28)
+        assert heads.mask_head.layers(torch.rand(0, 64, 14, 14)).shape == (0, 4, 28, 28)
     assert "forward" not in vars(heads.box_head) and "layers" not in vars(heads.mask_head)
 
 
