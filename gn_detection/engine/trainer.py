@@ -121,8 +121,8 @@ def share_cpu_cores(cfg) -> None:
     """In a run of several processes on the CPU, gives each process its share of
     this machine's cores, unless OMP_NUM_THREADS sets the number: torch starts one
     thread per core in every process, and the processes then fight over the cores
-    (a training step of the tests' narrow model: 2.1 s instead of 0.18 s with 2
-    processes on 2 cores)."""
+    (a training step of the tests' narrow model, 2 processes on 2 cores that other
+    jobs also used: 2.1 s with 2 threads per process, 0.18 s with one)."""
     if comm.get_world_size() > 1 and cfg.MODEL.DEVICE == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         torch.set_num_threads(max(1, cores // comm.get_local_size()))
