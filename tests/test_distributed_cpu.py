@@ -19,7 +19,7 @@ import time
 
 import pytest
 import torch
-from checkpoint_helpers import FPN_GN_CONFIG, training_overrides
+from checkpoint_helpers import FPN_GN_CONFIG, one_thread, training_overrides
 from detectron2.engine import launch
 from distributed_helpers import train_and_record
 
@@ -35,15 +35,15 @@ def shapes_datasets(root):
     """``--dataset`` arguments of a small generated shapes dataset (4 classes)."""
     folder = ensure_shapes_dataset(str(root), ShapesSpec(num_train=4, num_val=4, image_size=64), printer=lambda _: None)
     return [
-        "--dataset", "shapes_train", f"{folder}/annotations/instances_train.json", f"{folder}/train",
-        "--dataset", "shapes_val", f"{folder}/annotations/instances_val.json", f"{folder}/val",
+        "--dataset", "distributed_shapes_train", f"{folder}/annotations/instances_train.json", f"{folder}/train",
+        "--dataset", "distributed_shapes_val", f"{folder}/annotations/instances_val.json", f"{folder}/val",
     ]  # fmt: skip
 
 
 def overrides(output_dir, max_iter):
     return [
-        *training_overrides(output_dir, "shapes_train", max_iter, num_classes=4),
-        "DATASETS.TEST", "('shapes_val',)", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
+        *training_overrides(output_dir, "distributed_shapes_train", max_iter, num_classes=4),
+        "DATASETS.TEST", "('distributed_shapes_val',)", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
         "SOLVER.IMS_PER_BATCH", "2", "SOLVER.CHECKPOINT_PERIOD", "2", "INPUT.MASK_FORMAT", "bitmask",
     ]  # fmt: skip
 
@@ -114,18 +114,14 @@ def test_ap_of_two_processes_equals_one_process(runs):
         ["--config-file", str(FPN_GN_CONFIG), "--eval-only", *datasets,
          *overrides(output.parent / "eval", 1), "MODEL.WEIGHTS", str(output / "model_final.pth")]
     )  # fmt: skip
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in each of the 2 processes, so that the arithmetic is the same
-    try:
+    with one_thread():  # as in each of the 2 processes, so that the arithmetic is the same
         single = engine.main(arguments)
-    finally:
-        torch.set_num_threads(threads)
     for task in ("bbox", "segm"):
         assert set(single[task]) == set(gathered[task])
         for name, value in single[task].items():
             assert value == pytest.approx(gathered[task][name], abs=1e-9, nan_ok=True), (task, name)
     # the detections themselves: rank 0 gathered both ranks' images, and they match the single process's
-    two, one = (json.loads((run / "inference" / "shapes_val" / "coco_instances_results.json").read_text())
+    two, one = (json.loads((run / "inference" / "distributed_shapes_val" / "coco_instances_results.json").read_text())
                 for run in (output, output.parent / "eval"))  # fmt: skip
     assert {d["image_id"] for d in two} == {1, 2, 3, 4}
 

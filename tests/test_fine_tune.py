@@ -38,9 +38,9 @@ def runs(tmp_path_factory):
     shapes = ensure_shapes_dataset(str(root / "data"), ShapesSpec(num_train=4, num_val=2, image_size=64),
                                    printer=lambda _: None)  # fmt: skip
     pretrain = root / "pretrain"
-    arguments = ["--config-file", str(FPN_GN_CONFIG), "--dataset", "shapes_train",
+    arguments = ["--config-file", str(FPN_GN_CONFIG), "--dataset", "fine_tune_shapes_train",
                  f"{shapes}/annotations/instances_train.json", f"{shapes}/train",
-                 *training_overrides(pretrain, "shapes_train", max_iter=2, num_classes=None),
+                 *training_overrides(pretrain, "fine_tune_shapes_train", max_iter=2, num_classes=None),
                  "INPUT.MASK_FORMAT", "bitmask"]  # fmt: skip
     with one_thread():
         engine.main(engine.argument_parser().parse_args(arguments))

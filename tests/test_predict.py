@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from checkpoint_helpers import FPN_GN_CONFIG, one_thread, training_overrides
+from detectron2.data import MetadataCatalog
 from detectron2.data.detection_utils import read_image
 from fixture_data import COCO_REAL16, require
 
@@ -26,6 +27,7 @@ from gn_detection.checkpoint.export_run import export_run
 from gn_detection.evaluation import evaluate_results_file
 from gn_detection.predict import EagerPredictor, TracedPredictor
 from gn_detection.predict.command import main as predict
+from gn_detection.predict.results import ImageIds
 
 pytestmark = require(COCO_REAL16, "coco_real16 photos")
 REPO = FPN_GN_CONFIG.parents[2]
@@ -173,3 +175,14 @@ def test_video_frames_are_annotated(run, tmp_path):
     capture.release()
     assert ok and count == 3 and first.shape == (120, 160, 3)
     assert not (out / "coco_results.json").exists()  # videos are not part of the results file
+
+
+def test_image_ids_when_the_test_sets_annotations_are_absent(tmp_path):
+    """e.g. detectron2's builtin coco_2017_val without COCO on this machine: ids are numbered."""
+    name = "gn_detection_predict_absent_annotations"
+    MetadataCatalog.get(name).set(json_file=str(tmp_path / "instances.json"))
+    try:
+        image_ids = ImageIds(name)
+        assert [image_ids(str(IMAGES[1])), image_ids(str(IMAGES[0])), image_ids(str(IMAGES[1]))] == [1, 2, 1]
+    finally:
+        MetadataCatalog.remove(name)

@@ -24,7 +24,8 @@ if __name__ == "__main__":
     parser.add_argument("--json", help="also write the measurements to this file")
     args = parser.parse_args()
     report = benchmark(args.fixture, args.copies, args.repeats)
-    print("\n| type | images | detections | pycocotools s | faster-coco-eval s | speed-up (median ratio) | max stat diff |")
+    print("\n| type | images | detections | pycocotools s | faster-coco-eval s | speed-up (median ratio) "
+          "| max stat diff |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for iou_type, row in report.items():
         medians = row["median_seconds"]

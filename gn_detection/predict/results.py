@@ -13,12 +13,13 @@ from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 class ImageIds:
     """COCO image ids for input files: an image of the config's registered test
     set keeps its id there (so the results score against that set's
-    annotations); any other image gets the next id after the largest one."""
+    annotations); any other image, or every image when the test set's annotation
+    file is not on this machine, gets the next id after the largest one."""
 
     def __init__(self, dataset_name: Optional[str]):
         self.by_path: Dict[str, int] = {}
         json_file = MetadataCatalog.get(dataset_name).get("json_file") if dataset_name else None
-        if json_file:
+        if json_file and os.path.isfile(json_file):
             image_root = MetadataCatalog.get(dataset_name).get("image_root", "")
             with open(json_file) as f:
                 for image in json.load(f).get("images", []):
