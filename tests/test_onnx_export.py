@@ -18,7 +18,7 @@ from checkpoint_helpers import FPN_GN_CONFIG, training_overrides
 from detectron2 import model_zoo
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
-from detection_helpers import CONFIGS, load_config, shrink_for_cpu
+from detection_helpers import CONFIGS, count_modules, load_config, shrink_for_cpu
 from torch import nn
 
 from gn_detection import GroupNorm
@@ -26,11 +26,11 @@ from gn_detection.checkpoint import export_run
 from gn_detection.checkpoint.export import ExportError, FeatureExtractor
 from gn_detection.checkpoint.export_run import build_loaded_model, write_features_onnx, write_model_onnx
 from gn_detection.checkpoint.onnx_check import (
+    GroupNormCalls,
     as_arrays,
     check_graph,
     compare_outputs,
-    fused_relu_layers,
-    group_norm_layers,
+    counting_group_norm_calls,
     pair_detections,
     summarize,
 )
@@ -84,8 +84,12 @@ def test_each_group_norm_layer_is_one_operator():
             if layer.affine:
                 layer.weight.copy_(1 + torch.randn(16, generator=generator))
                 layer.bias.copy_(torch.randn(16, generator=generator))
-    data = export_module_onnx(model, (torch.rand(1, 3, 8, 8),), ["x"], ["y"], {"x": {0: "n", 2: "h", 3: "w"}})
-    summary = check_graph(data, "layers.onnx", model)
+    example = torch.rand(1, 3, 8, 8)
+    with counting_group_norm_calls(model) as calls:
+        model(example)
+    assert (calls.total, calls.fused_relu) == (5, 1)
+    data = export_module_onnx(model, (example,), ["x"], ["y"], {"x": {0: "n", 2: "h", 3: "w"}})
+    summary = check_graph(data, "layers.onnx", calls)
     assert summary.opset == OPSET == 21
     assert summary.group_norm_nodes == 5 and summary.group_norm_then_relu == 1
     assert summary.op_counts["Relu"] == 1 and "InstanceNormalization" not in summary.op_counts
@@ -123,9 +127,9 @@ def test_the_check_rejects_a_decomposition(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation notice
         torch.onnx.export(model, (torch.rand(1, 3, 4, 4),), str(path), dynamo=False, opset_version=20)
-    with pytest.raises(ExportError, match="0 GroupNormalization nodes for 1 GroupNorm layers, and a decomposition "
-                       "is left: {'InstanceNormalization': 1}"):  # fmt: skip
-        check_graph(path.read_bytes(), "decomposed.onnx", model)
+    with pytest.raises(ExportError, match="0 GroupNormalization nodes for 1 GroupNorm layer calls, and a "
+                       "decomposition is left: {'InstanceNormalization': 1}"):  # fmt: skip
+        check_graph(path.read_bytes(), "decomposed.onnx", GroupNormCalls(total=1))
 
 
 def test_detections_pair_up_across_swapped_near_ties():
@@ -168,9 +172,10 @@ def test_demo_model_exports_whole(demo_model, demo_export):
     assert difference <= TOLERANCE
     model = build_loaded_model(cfg, state)
     # ResNet-18: stem, 16 block convs, 3 shortcuts; FPN 8; box head 4; mask head 4.
-    assert len(group_normalization_nodes(path)) == group_norm_layers(model) == 36
+    assert len(group_normalization_nodes(path)) == count_modules(model, nn.GroupNorm) == 36
     # fused: stem, the first conv of the 8 blocks, the 8 head convs
-    assert summarize(onnx.load(str(path))).group_norm_then_relu == fused_relu_layers(model) == 17
+    fused = sum(isinstance(m, GroupNorm) and m.activation == "relu" for m in model.modules())
+    assert summarize(onnx.load(str(path))).group_norm_then_relu == fused == 17
     assert {o.name for o in onnx.load(str(path)).graph.output} == {
         "pred_boxes", "pred_classes", "pred_masks", "scores", "image_size"}  # fmt: skip
     image = torch.rand(3, 112, 144, generator=torch.Generator().manual_seed(3)) * 255
@@ -202,6 +207,28 @@ def test_images_without_detections_run_and_a_trace_without_them_generalizes(tmp_
     assert "forward" not in vars(heads.box_head) and "layers" not in vars(heads.mask_head)
 
 
+def test_c4_model_exports_whole_also_without_detections(tmp_path):
+    """C4 models: res5 is the RoI head of boxes and masks, run on one extra RoI in the export."""
+    c4_config = CONFIGS / "table4_c4" / "mask_rcnn_R_50_C4_gn.yaml"
+    cfg = shrink_for_cpu(load_config(c4_config, training_overrides(tmp_path, "unused", 1)))
+    state = random_state(cfg)
+    path = tmp_path / "model.onnx"
+    write_model_onnx(cfg, state, str(path), (96, 128), TOLERANCE)
+    model = build_loaded_model(cfg, state)
+    # res2-res4: stem, 13 blocks x 3 convs, 3 shortcuts; the res5 head (3 blocks x 3, 1 shortcut)
+    # runs for the boxes and again for the masks: two nodes per layer
+    assert count_modules(model, nn.GroupNorm) == 53
+    assert len(group_normalization_nodes(path)) == 43 + 2 * 10
+    image = torch.rand(3, 112, 100, generator=torch.Generator().manual_seed(7)) * 255
+    assert len(assert_same_detections(path, model, image)["scores"]) == 5
+
+    cfg.defrost()
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 1.0
+    write_model_onnx(cfg, state, str(path), (96, 128), TOLERANCE)
+    # masks: 7x7 pooled RoIs (shrink_for_cpu), res5's stride 2, the 2x deconv
+    assert run_model_onnx(path, image)["pred_masks"].shape == (0, 1, 8, 8)
+
+
 def test_features_of_a_full_width_r50_fpn(tmp_path):
     cfg = shrink_for_cpu(load_config(FPN_GN_CONFIG))
     state = random_state(cfg)
@@ -209,7 +236,7 @@ def test_features_of_a_full_width_r50_fpn(tmp_path):
     difference, summary = write_features_onnx(cfg, state, str(path), (96, 128), TOLERANCE)
     assert difference <= TOLERANCE and summary.group_norm_nodes == 61
     extractor = FeatureExtractor(build_loaded_model(cfg, state))
-    assert len(group_normalization_nodes(path)) == group_norm_layers(extractor) == 61
+    assert len(group_normalization_nodes(path)) == count_modules(extractor, nn.GroupNorm) == 61
     images = torch.rand(3, 3, 128, 96, generator=torch.Generator().manual_seed(5)) * 255
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     with torch.no_grad():
@@ -247,7 +274,7 @@ def test_detectron2_own_gn_model_exports_the_same_way(tmp_path):
     write_model_onnx(cfg, state, str(path), (96, 128), TOLERANCE)
     model = build_loaded_model(cfg, state)
     assert not any(isinstance(m, GroupNorm) for m in model.modules())
-    assert len(group_normalization_nodes(path)) == group_norm_layers(model) == 69
+    assert len(group_normalization_nodes(path)) == count_modules(model, nn.GroupNorm) == 69
     # the separate ReLUs after the norms are one Relu node each, where ours are fused
     assert summarize(onnx.load(str(path))).group_norm_then_relu == 41
     assert_same_detections(path, model, torch.rand(3, 120, 100, generator=torch.Generator().manual_seed(6)) * 255)

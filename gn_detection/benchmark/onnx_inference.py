@@ -150,7 +150,7 @@ def rows(samples: Dict[str, dict]) -> Dict[str, dict]:
             "median_ms": 1e3 * statistics.median(sample["seconds"]),
             "vs_eager_ours": median_ratio(sample["seconds"], samples["eager_ours"]["seconds"]),
             "vs_eager_d2": median_ratio(sample["seconds"], samples["eager_d2"]["seconds"]),
-            "other_load": statistics.median(sample["load"]),
+            "other_load": statistics.median(sample["load"]),  # cores busy with other processes during its calls
         }
     return result
 
@@ -175,14 +175,13 @@ def run(parts=PARTS, height=384, width=512, batch=2, reps=5, warmup=2, threads=2
         printer(f"\n{part}: {what}")
         for key, value in notes.items():
             printer(f"  {key}: {value}")
-        before = host.cpu_snapshot()
         table = rows(time_calls(fns, reps, warmup, max_wait))
-        load = host.other_load(before, host.cpu_snapshot())
+        load = max(row["other_load"] for row in table.values())  # the timed calls', not the waits'
         printer(f"  {'variant':<48} {'median ms':>10} {'/ (a)':>8} {'/ (b)':>8}")
         for name, row in table.items():
             printer(f"  {VARIANTS[name]:<48} {row['median_ms']:>10.1f} {row['vs_eager_ours']:>8.3f} "
                     f"{row['vs_eager_d2']:>8.3f}")  # fmt: skip
         printer(f"  ({reps} repetitions after {warmup} warm-up rounds; ratios: medians of per-repetition ratios; "
-                f"{host.contention_note(load)})")  # fmt: skip
+                f"median over each variant's timed calls: {host.contention_note(load)})")  # fmt: skip
         results[part] = {"what": what, "notes": notes, "rows": table}
     return results

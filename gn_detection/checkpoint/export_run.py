@@ -27,6 +27,7 @@ from gn_detection.checkpoint.onnx_check import (
     as_arrays,
     check_graph,
     compare_outputs,
+    counting_group_norm_calls,
     cpu_session,
     pair_detections,
     run_session,
@@ -104,14 +105,18 @@ def write_features_onnx(cfg, model_state, destination: str, size: Tuple[int, int
     generator = torch.Generator().manual_seed(0)
     height, width = size
     example = torch.rand(2, 3, height, width, generator=generator) * 255
+    other = torch.rand(1, 3, height + 32, width + 32, generator=generator) * 255
+    names = extractor.feature_names
+    with torch.no_grad():
+        with counting_group_norm_calls(extractor) as calls:
+            samples = [(example, as_arrays(names, extractor(example)))]
+        samples.append((other, as_arrays(names, extractor(other))))
     data = export_features_onnx(extractor, example)
     name = os.path.basename(destination)
-    summary = check_graph(data, name, extractor)
+    summary = check_graph(data, name, calls)
     session = cpu_session(data)
     difference = 0.0
-    for images in (example, torch.rand(1, 3, height + 32, width + 32, generator=generator) * 255):
-        with torch.no_grad():
-            eager = as_arrays(extractor.feature_names, extractor(images))
+    for images, eager in samples:
         difference = max(difference, compare_outputs(name, run_session(session, [images]), eager, tolerance))
     with open(destination, "wb") as f:
         f.write(data)
@@ -129,10 +134,11 @@ def write_model_onnx(cfg, model_state, destination: str, size: Tuple[int, int], 
     height, width = size
     image = torch.rand(3, height, width, generator=generator) * 255
     adapter = detection_adapter(model, image)
-    traced_outputs = adapter(image)
+    with counting_group_norm_calls(model) as calls:
+        traced_outputs = adapter(image)
     data, names = export_model_onnx(adapter)
     name = os.path.basename(destination)
-    summary = check_graph(data, name, model)
+    summary = check_graph(data, name, calls)
     session = cpu_session(data)
     difference = 0.0
     other = torch.rand(3, height + 20, width + 44, generator=generator) * 255

@@ -1,8 +1,9 @@
 """Checks of an exported ONNX file before it is written: ``onnx.checker`` with
-full shape inference, one ``GroupNormalization`` node per GroupNorm layer (no
-decomposition left), and ONNX Runtime (CPU execution provider) against the
+full shape inference, one ``GroupNormalization`` node per GroupNorm layer call
+(no decomposition left), and ONNX Runtime (CPU execution provider) against the
 eager model, output by output."""
 
+import contextlib
 from collections import Counter
 from dataclasses import dataclass
 from typing import Dict, Sequence
@@ -30,14 +31,32 @@ class GraphSummary:
     group_norm_then_relu: int  # GroupNormalization nodes whose one consumer is a Relu
 
 
-def group_norm_layers(module: nn.Module) -> int:
-    """GroupNorm layers in ``module``: ``nn.GroupNorm`` and gn_detection's (GN, LN and IN configs)."""
-    return sum(isinstance(m, nn.GroupNorm) for m in module.modules())
+@dataclass
+class GroupNormCalls:
+    """GroupNorm layer calls in one forward pass: each is one node of a traced
+    graph (a layer called twice, as the res5 head of C4 models for boxes and for
+    masks, is two nodes)."""
+
+    total: int = 0
+    fused_relu: int = 0  # calls of gn_detection layers that apply their ReLU themselves
 
 
-def fused_relu_layers(module: nn.Module) -> int:
-    """gn_detection GroupNorm layers that apply their ReLU themselves."""
-    return sum(isinstance(m, GroupNorm) and m.activation == "relu" for m in module.modules())
+@contextlib.contextmanager
+def counting_group_norm_calls(module: nn.Module):
+    """Counts, within the block, the calls of ``module``'s GroupNorm layers
+    (``nn.GroupNorm`` and gn_detection's, of GN, LN and IN configs)."""
+    calls = GroupNormCalls()
+
+    def count(layer, inputs, output):
+        calls.total += 1
+        calls.fused_relu += isinstance(layer, GroupNorm) and layer.activation == "relu"
+
+    handles = [m.register_forward_hook(count) for m in module.modules() if isinstance(m, nn.GroupNorm)]
+    try:
+        yield calls
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _graphs(graph: onnx.GraphProto):
@@ -67,26 +86,26 @@ def summarize(model: onnx.ModelProto) -> GraphSummary:
     return GraphSummary(opset, dict(counts), counts["GroupNormalization"], then_relu)
 
 
-def check_graph(data: bytes, file_name: str, module: nn.Module) -> GraphSummary:
+def check_graph(data: bytes, file_name: str, calls: GroupNormCalls) -> GraphSummary:
     """``onnx.checker`` (full check) of the file's bytes, then one GroupNormalization
-    node per GroupNorm layer of ``module``, each fused ReLU right after its node."""
+    node per GroupNorm layer call of the eager model, no decomposition left, and a
+    Relu right after the node of each call that fuses its ReLU."""
     model = onnx.load_from_string(data)
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
         raise ExportError(f"{file_name}: onnx.checker rejects the exported graph: {error}") from None
     summary = summarize(model)
-    layers, fused = group_norm_layers(module), fused_relu_layers(module)
     leftovers = {op: summary.op_counts[op] for op in DECOMPOSITION_OPS if op in summary.op_counts}
-    if summary.group_norm_nodes != layers or leftovers:
+    if summary.group_norm_nodes != calls.total or leftovers:
         raise ExportError(
-            f"{file_name}: {summary.group_norm_nodes} GroupNormalization nodes for {layers} GroupNorm layers"
+            f"{file_name}: {summary.group_norm_nodes} GroupNormalization nodes for {calls.total} GroupNorm layer calls"
             + (f", and a decomposition is left: {leftovers}" if leftovers else "")
         )
-    if summary.group_norm_then_relu < fused:
+    if summary.group_norm_then_relu < calls.fused_relu:
         raise ExportError(
-            f"{file_name}: {fused} GroupNorm layers fuse a ReLU but only {summary.group_norm_then_relu} "
-            "GroupNormalization nodes are followed by a Relu"
+            f"{file_name}: {calls.fused_relu} GroupNorm layer calls fuse a ReLU but only "
+            f"{summary.group_norm_then_relu} GroupNormalization nodes are followed by a Relu"
         )
     return summary
 
