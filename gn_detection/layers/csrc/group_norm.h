@@ -24,8 +24,13 @@ namespace gn_detection {
 using TensorTriple = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 
 // Memory layouts the kernels handle natively; anything else is made
-// contiguous first. kChannelsLast covers (N, C) inputs, channels_last and
-// channels_last_3d: memory ordered (N, HxW..., C).
+// contiguous first. kChannelsLast covers channels_last and channels_last_3d:
+// memory ordered (N, HxW..., C). An input with HxW = 1 ((N, C), (N, C, 1, 1))
+// is contiguous, so choose_layout calls it kChannelsFirst, but its memory is
+// (N, C) in both orders and the kernels give it the path that suits that: the
+// CPU kernels their channels-last loops (vectorized along C), the CUDA kernels
+// one pass per group by a segment of a warp (statistics and output, or sums
+// and input gradient, in one kernel).
 enum class Layout { kChannelsFirst, kChannelsLast };
 
 // Sizes of an (N, C, *) input seen as (N, C, HxW).
@@ -56,8 +61,9 @@ GroupNormShape check_backward_inputs(
     int64_t num_groups);
 
 // The layout a kernel should use for `input`: channels-first when the input is
-// contiguous, channels-last when it is dense in (N, spatial..., C) order (which
-// includes 2-D (N, C) inputs), else channels-first after a copy.
+// contiguous (which includes every dense input with HxW = 1, see Layout),
+// channels-last when it is dense in (N, spatial..., C) order, else
+// channels-first after a copy.
 Layout choose_layout(const at::Tensor& input);
 
 // `t` rearranged (if needed) so that its memory follows `layout` for a tensor of

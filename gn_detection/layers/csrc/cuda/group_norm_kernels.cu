@@ -26,6 +26,12 @@
 //      totals and a per-(n, c) table for the elementwise pass.
 //   3. channel_grads: dgamma_c and dbeta_c, summed over n.
 //   4. input_grad: elementwise dx.
+// Inputs with HxW = 1 ((N, C), (N, C, 1, 1)): a group is D contiguous
+// elements, in either layout. A segment of lanes (D rounded up to a power of
+// two, at most a warp) owns a group and does the whole pass in one kernel:
+// statistics then output (forward), or sums, coefficients then dx (backward,
+// followed by channel_grads). The general kernels would give such inputs one
+// warp per element in the channels-first backward, 31 lanes idle.
 #include "group_norm_kernels.h"
 
 #include <cuda_runtime.h>
@@ -169,16 +175,17 @@ __device__ __forceinline__ GradSums<T> shfl_down(const GradSums<T>& s, int offse
       __shfl_down_sync(kFullMask, s.dz, offset), __shfl_down_sync(kFullMask, s.dzxc, offset)};
 }
 
+// The value of lane `src` (each lane may name its own). Every lane must call.
 template <typename T>
-__device__ __forceinline__ Moments<T> shfl_from_lane0(const Moments<T>& m) {
+__device__ __forceinline__ Moments<T> shfl_from(const Moments<T>& m, int src) {
   return Moments<T>{
-      __shfl_sync(kFullMask, m.count, 0), __shfl_sync(kFullMask, m.mean, 0),
-      __shfl_sync(kFullMask, m.m2, 0)};
+      __shfl_sync(kFullMask, m.count, src), __shfl_sync(kFullMask, m.mean, src),
+      __shfl_sync(kFullMask, m.m2, src)};
 }
 
 template <typename T>
-__device__ __forceinline__ GradSums<T> shfl_from_lane0(const GradSums<T>& s) {
-  return GradSums<T>{__shfl_sync(kFullMask, s.dz, 0), __shfl_sync(kFullMask, s.dzxc, 0)};
+__device__ __forceinline__ GradSums<T> shfl_from(const GradSums<T>& s, int src) {
+  return GradSums<T>{__shfl_sync(kFullMask, s.dz, src), __shfl_sync(kFullMask, s.dzxc, src)};
 }
 
 // Combines, within a warp, the values of lanes that are equal modulo `width`
@@ -190,6 +197,18 @@ __device__ __forceinline__ R warp_reduce(R v, int width) {
     v = combine(v, shfl_down(v, offset));
   }
   return v;
+}
+
+// Combines, within each segment of `seg` consecutive lanes (a power of two,
+// 1..32, segments aligned to multiples of seg), the segment's values as a
+// tree, then gives every lane its segment's result. Every lane must call.
+template <typename R>
+__device__ __forceinline__ R segment_reduce(R v, int seg) {
+  for (int offset = seg / 2; offset >= 1; offset >>= 1) {
+    v = combine(v, shfl_down(v, offset));
+  }
+  const int lane = threadIdx.x % kWarpSize;
+  return shfl_from(v, lane - lane % seg);
 }
 
 // Combines the values of all threads of a 1-D block (a multiple of 32 threads,
@@ -423,7 +442,7 @@ __global__ void __launch_bounds__(kWarpKernelThreads) finalize_moments_kernel(
     for (int64_t j = lane; j < parts; j += kWarpSize) {
       m = combine(m, partial[group * parts + j]);
     }
-    m = shfl_from_lane0(warp_reduce(m, 1));
+    m = shfl_from(warp_reduce(m, 1), 0);
     const acc_t mean = math::mean_from_moments(m);
     const acc_t rstd = math::rstd_from_moments(m, eps);
     if (lane == 0) {
@@ -629,7 +648,7 @@ __global__ void __launch_bounds__(kWarpKernelThreads) grad_coefs_kernel(
       weighted.dz += g * total.dz;
       weighted.dzxc += g * total.dzxc;
     }
-    weighted = shfl_from_lane0(warp_reduce(weighted, 1));
+    weighted = shfl_from(warp_reduce(weighted, 1), 0);
     const acc_t mu = mean[group];
     const acc_t r = rstd[group];
     const math::InputGradCoefs<acc_t> k = math::input_grad_coefs(weighted.dz, weighted.dzxc, r, count);
@@ -703,6 +722,137 @@ __global__ void __launch_bounds__(kBlockThreads) input_grad_kernel(
       out.v[j] = static_cast<scalar_t>(math::input_grad(dz, xv, p.mean, p.scale, p.k));
     }
     store_pack<VEC>(dx, v, out);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Inputs with HxW = 1
+// ---------------------------------------------------------------------------
+
+// Where a lane of an HxW = 1 kernel works: its segment owns group
+// `first + lane / seg` (of `groups`), and the lane takes that group's elements
+// j = lane % seg, + seg, ... < D. `first` is the same for the whole warp, so
+// loops over it keep every lane of the warp together for the shuffles.
+struct SegmentLane {
+  int offset;        // lane % seg
+  int64_t per_warp;  // groups per warp: 32 / seg
+};
+
+__device__ __forceinline__ SegmentLane segment_lane(int seg) {
+  const int lane = threadIdx.x % kWarpSize;
+  return SegmentLane{lane % seg, kWarpSize / seg};
+}
+
+// Forward of an input with HxW = 1: group (n, g) is x[group * D, (group + 1) * D)
+// (group = n * G + g, channel c = g * D + j). Writes y, mean and rstd.
+template <typename scalar_t, typename param_t>
+__global__ void __launch_bounds__(kBlockThreads) nc_forward_kernel(
+    const scalar_t* __restrict__ x,
+    const param_t* __restrict__ gamma,
+    const param_t* __restrict__ beta,
+    int64_t groups,
+    int64_t G,
+    int64_t D,
+    int seg,
+    acc_type<scalar_t> eps,
+    bool relu,
+    scalar_t* __restrict__ y,
+    acc_type<scalar_t>* __restrict__ mean_out,
+    acc_type<scalar_t>* __restrict__ rstd_out) {
+  using acc_t = acc_type<scalar_t>;
+  const SegmentLane sl = segment_lane(seg);
+  const int64_t warps = grid_threads() / kWarpSize;
+  const int lane = threadIdx.x % kWarpSize;
+  for (int64_t first = global_thread() / kWarpSize * sl.per_warp; first < groups; first += warps * sl.per_warp) {
+    const int64_t group = first + lane / seg;
+    const bool active = group < groups;
+    const scalar_t* xg = x + group * D;
+    Moments<acc_t> m = math::empty_moments<acc_t>();
+    if (active) {
+      for (int64_t j = sl.offset; j < D; j += seg) {
+        m = math::moments_push(m, static_cast<acc_t>(xg[j]));
+      }
+    }
+    m = segment_reduce(m, seg);
+    if (!active) {
+      continue;
+    }
+    const acc_t mean = math::mean_from_moments(m);
+    const acc_t rstd = math::rstd_from_moments(m, eps);
+    if (sl.offset == 0) {
+      mean_out[group] = mean;
+      rstd_out[group] = rstd;
+    }
+    const int64_t c0 = (group % G) * D;
+    for (int64_t j = sl.offset; j < D; j += seg) {
+      const int64_t c = c0 + j;
+      const acc_t scale = math::channel_scale(rstd, param_or(gamma, c, acc_t(1)));
+      acc_t z = math::normalize(static_cast<acc_t>(xg[j]), mean, scale, param_or(beta, c, acc_t(0)));
+      if (relu) {
+        z = math::relu(z);
+      }
+      y[group * D + j] = static_cast<scalar_t>(z);
+    }
+  }
+}
+
+// Backward of an input with HxW = 1 (layout as in nc_forward_kernel): dx, and
+// each element's own sums dz and dz * (x - mean) in totals[n * C + c] for
+// channel_grads_kernel.
+template <typename scalar_t, typename param_t>
+__global__ void __launch_bounds__(kBlockThreads) nc_backward_kernel(
+    const scalar_t* __restrict__ dy,
+    const scalar_t* __restrict__ x,
+    const acc_type<scalar_t>* __restrict__ mean,
+    const acc_type<scalar_t>* __restrict__ rstd,
+    const param_t* __restrict__ gamma,
+    const param_t* __restrict__ beta,
+    bool relu,
+    int64_t groups,
+    int64_t G,
+    int64_t D,
+    int seg,
+    scalar_t* __restrict__ dx,
+    GradSums<acc_type<scalar_t>>* __restrict__ totals) {
+  using acc_t = acc_type<scalar_t>;
+  const SegmentLane sl = segment_lane(seg);
+  const int64_t warps = grid_threads() / kWarpSize;
+  const int lane = threadIdx.x % kWarpSize;
+  for (int64_t first = global_thread() / kWarpSize * sl.per_warp; first < groups; first += warps * sl.per_warp) {
+    const int64_t group = first + lane / seg;
+    const bool active = group < groups;
+    const int64_t c0 = (group % G) * D;
+    const acc_t mu = active ? mean[group] : acc_t(0);
+    const acc_t r = active ? rstd[group] : acc_t(0);
+    GradSums<acc_t> weighted{acc_t(0), acc_t(0)};
+    if (active) {
+      for (int64_t j = sl.offset; j < D; j += seg) {
+        const int64_t c = c0 + j;
+        const int64_t i = group * D + j;
+        const acc_t g = param_or(gamma, c, acc_t(1));
+        const acc_t xv = static_cast<acc_t>(x[i]);
+        const acc_t dz = output_grad(
+            static_cast<acc_t>(dy[i]), xv, mu, math::channel_scale(r, g), param_or(beta, c, acc_t(0)), relu);
+        const GradSums<acc_t> own{dz, dz * (xv - mu)};
+        totals[i] = own;
+        weighted.dz += g * own.dz;
+        weighted.dzxc += g * own.dzxc;
+      }
+    }
+    weighted = segment_reduce(weighted, seg);
+    if (!active) {
+      continue;
+    }
+    const math::InputGradCoefs<acc_t> k =
+        math::input_grad_coefs(weighted.dz, weighted.dzxc, r, static_cast<acc_t>(D));
+    for (int64_t j = sl.offset; j < D; j += seg) {
+      const int64_t c = c0 + j;
+      const int64_t i = group * D + j;
+      const acc_t scale = math::channel_scale(r, param_or(gamma, c, acc_t(1)));
+      const acc_t xv = static_cast<acc_t>(x[i]);
+      const acc_t dz = output_grad(static_cast<acc_t>(dy[i]), xv, mu, scale, param_or(beta, c, acc_t(0)), relu);
+      dx[i] = static_cast<scalar_t>(math::input_grad(dz, xv, mu, scale, k));
+    }
   }
 }
 
@@ -818,11 +968,22 @@ ReductionPlan plan_cf_grad_sums(const GroupNormSizes& s, int num_sms) {
   return p;
 }
 
+// Inputs with HxW = 1 take the nc_* kernels, which need no partials.
+bool is_nc(const GroupNormSizes& s) {
+  return s.HxW == 1;
+}
+
 ReductionPlan plan_forward(const GroupNormSizes& s, int num_sms) {
+  if (is_nc(s)) {
+    return ReductionPlan{};
+  }
   return s.channels_last ? plan_cl_tiles(s, num_sms) : plan_cf_moments(s, num_sms);
 }
 
 ReductionPlan plan_backward(const GroupNormSizes& s, int num_sms) {
+  if (is_nc(s)) {
+    return ReductionPlan{};
+  }
   return s.channels_last ? plan_cl_tiles(s, num_sms) : plan_cf_grad_sums(s, num_sms);
 }
 
@@ -859,7 +1020,7 @@ template <typename acc_t>
 ForwardBuffers<acc_t> carve_forward(Carver& carver, const GroupNormSizes& s, const ReductionPlan& plan) {
   ForwardBuffers<acc_t> b;
   b.partial = carver.take<Moments<acc_t>>(plan.num_partials);
-  b.table = carver.take<ChannelParams<acc_t>>(s.N * s.C);
+  b.table = carver.take<ChannelParams<acc_t>>(is_nc(s) ? 0 : s.N * s.C);
   return b;
 }
 
@@ -875,7 +1036,7 @@ BackwardBuffers<acc_t> carve_backward(Carver& carver, const GroupNormSizes& s, c
   BackwardBuffers<acc_t> b;
   b.partial = carver.take<GradSums<acc_t>>(plan.num_partials);
   b.totals = carver.take<GradSums<acc_t>>(s.N * s.C);
-  b.table = carver.take<GradParams<acc_t>>(s.N * s.C);
+  b.table = carver.take<GradParams<acc_t>>(is_nc(s) ? 0 : s.N * s.C);
   return b;
 }
 
@@ -1008,6 +1169,21 @@ void launch_input_grad(
   check_launch("input_grad_kernel");
 }
 
+// Lanes per group of the nc_* kernels: D rounded up to a power of two, at most
+// a warp; and the grid that gives every group a segment (blocks loop beyond it).
+int nc_segment(int64_t D) {
+  int seg = 1;
+  while (seg < kWarpSize && seg < D) {
+    seg *= 2;
+  }
+  return seg;
+}
+
+int nc_blocks(int64_t groups, int seg, const LaunchTarget& t) {
+  const int64_t groups_per_block = static_cast<int64_t>(kBlockThreads / kWarpSize) * (kWarpSize / seg);
+  return grid_for(ceil_div(groups, groups_per_block), t, kMaxBlocksPerSm);
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -1044,6 +1220,14 @@ void launch_group_norm_forward(
   using acc_t = acc_type<scalar_t>;
   const int64_t groups = sizes.N * sizes.G;
   if (groups == 0) {
+    return;
+  }
+  if (is_nc(sizes)) {
+    const int64_t D = sizes.C / sizes.G;
+    const int seg = nc_segment(D);
+    nc_forward_kernel<scalar_t, param_t><<<nc_blocks(groups, seg, target), kBlockThreads, 0, target.stream>>>(
+        x, gamma, beta, groups, sizes.G, D, seg, static_cast<acc_t>(eps), relu, y, mean, rstd);
+    check_launch("nc_forward_kernel");
     return;
   }
   const ReductionPlan plan = plan_forward(sizes, sm_count(target));
@@ -1093,24 +1277,33 @@ void launch_group_norm_backward(
   const ReductionPlan plan = plan_backward(sizes, sm_count(target));
   Carver carver(workspace);
   const BackwardBuffers<acc_t> buffers = carve_backward<acc_t>(carver, sizes, plan);
-
-  launch_grad_sums<scalar_t, param_t>(
-      sizes, plan, dy, x, mean, rstd, gamma, beta, relu, buffers.partial, target);
-
   const int64_t groups = sizes.N * sizes.G;
-  grad_coefs_kernel<acc_t, param_t>
-      <<<grid_for(ceil_div(groups, kWarpKernelThreads / kWarpSize), target, kMaxBlocksPerSm),
-         kWarpKernelThreads, 0, target.stream>>>(
-          buffers.partial, plan.chunks, mean, rstd, gamma, beta, sizes.N, sizes.C, sizes.G,
-          sizes.HxW, buffers.totals, buffers.table);
-  check_launch("grad_coefs_kernel");
+
+  if (is_nc(sizes)) {
+    const int64_t D = sizes.C / sizes.G;
+    const int seg = nc_segment(D);
+    nc_backward_kernel<scalar_t, param_t><<<nc_blocks(groups, seg, target), kBlockThreads, 0, target.stream>>>(
+        dy, x, mean, rstd, gamma, beta, relu, groups, sizes.G, D, seg, dx, buffers.totals);
+    check_launch("nc_backward_kernel");
+  } else {
+    launch_grad_sums<scalar_t, param_t>(
+        sizes, plan, dy, x, mean, rstd, gamma, beta, relu, buffers.partial, target);
+    grad_coefs_kernel<acc_t, param_t>
+        <<<grid_for(ceil_div(groups, kWarpKernelThreads / kWarpSize), target, kMaxBlocksPerSm),
+           kWarpKernelThreads, 0, target.stream>>>(
+            buffers.partial, plan.chunks, mean, rstd, gamma, beta, sizes.N, sizes.C, sizes.G,
+            sizes.HxW, buffers.totals, buffers.table);
+    check_launch("grad_coefs_kernel");
+  }
 
   channel_grads_kernel<acc_t, param_t>
       <<<grid_for(ceil_div(sizes.C, kWarpSize), target, kMaxBlocksPerSm), kBlockThreads, 0,
          target.stream>>>(buffers.totals, rstd, sizes.N, sizes.C, sizes.G, dgamma, dbeta);
   check_launch("channel_grads_kernel");
 
-  launch_input_grad<scalar_t>(sizes, dy, x, buffers.table, relu, dx, target);
+  if (!is_nc(sizes)) {
+    launch_input_grad<scalar_t>(sizes, dy, x, buffers.table, relu, dx, target);
+  }
 }
 
 // Instantiations: the (input, parameter) type pairs of the op.
