@@ -2,7 +2,8 @@
 
 Every reference here is PyTorch's own ``torch.nn.functional.group_norm`` (and
 ``torch.relu``) evaluated in float64 on exact float64 copies of the test's
-inputs, never the gn_detection op itself.
+inputs, never the gn_detection op itself. References are computed on the CPU
+whatever device the op ran on, and results are compared there.
 """
 
 from dataclasses import dataclass
@@ -92,8 +93,8 @@ def assert_close(
     of (see `natural_scales`), for results that cancel to almost nothing.
     """
     assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    actual64 = actual.detach().double().reshape(-1)
-    expected64 = expected.detach().double().reshape(-1)
+    actual64 = actual.detach().cpu().double().reshape(-1)
+    expected64 = expected.detach().cpu().double().reshape(-1)
     if not expected64.isfinite().all() or not actual64.isfinite().all():
         actual64, expected64 = _drop_nonfinite(actual64, expected64, name)
     if expected64.numel() == 0:
@@ -140,7 +141,7 @@ def natural_scales(x, num_groups, weight, bias, eps, grad_output) -> dict:
     gamma = 1.0 if weight is None else weight.detach().double().abs().max().item()
     beta = 0.0 if bias is None else bias.detach().double().abs().max().item()
     _, rstd = reference_statistics(x, num_groups, eps)
-    dy = grad_output.detach().double()
+    dy = grad_output.detach().cpu().double()
     channels = dy.shape[1]
     per_channel = dy.transpose(0, 1).reshape(channels, -1).norm(dim=1).max().item() if dy.numel() else 0.0
     return {
@@ -152,7 +153,8 @@ def natural_scales(x, num_groups, weight, bias, eps, grad_output) -> dict:
 
 
 def as_double(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    return None if t is None else t.detach().double()
+    """An exact float64 copy of `t` on the CPU (None stays None)."""
+    return None if t is None else t.detach().cpu().double()
 
 
 def _group_norm64(x64, num_groups, w64, b64, eps, relu) -> torch.Tensor:
@@ -167,7 +169,7 @@ def reference_forward(x, num_groups, weight=None, bias=None, eps=1e-5, relu=Fals
 
 def reference_statistics(x, num_groups, eps=1e-5):
     """Per-(sample, group) mean and 1 / sqrt(biased variance + eps) in float64."""
-    groups = x.detach().double().reshape(x.shape[0], num_groups, -1)
+    groups = as_double(x).reshape(x.shape[0], num_groups, -1)
     mean = groups.mean(dim=2)
     var = groups.var(dim=2, unbiased=False)
     return mean, (var + eps).rsqrt()
@@ -175,12 +177,12 @@ def reference_statistics(x, num_groups, eps=1e-5):
 
 def reference_gradients(x, num_groups, weight, bias, eps, relu, grad_output) -> Sequence[Optional[torch.Tensor]]:
     """(dx, dweight, dbias) of GroupNorm (then ReLU) by PyTorch's autograd in float64."""
-    x64 = x.detach().double().requires_grad_()
-    w64 = None if weight is None else weight.detach().double().requires_grad_()
-    b64 = None if bias is None else bias.detach().double().requires_grad_()
+    x64 = as_double(x).requires_grad_()
+    w64 = None if weight is None else as_double(weight).requires_grad_()
+    b64 = None if bias is None else as_double(bias).requires_grad_()
     y = _group_norm64(x64, num_groups, w64, b64, eps, relu)
     inputs = [t for t in (x64, w64, b64) if t is not None]
-    grads = list(torch.autograd.grad(y, inputs, grad_output.double()))
+    grads = list(torch.autograd.grad(y, inputs, as_double(grad_output)))
     dx = grads.pop(0)
     dw = grads.pop(0) if w64 is not None else None
     db = grads.pop(0) if b64 is not None else None
@@ -195,9 +197,10 @@ def grad_output_away_from_kinks(x, num_groups, weight, bias, eps, relu, memory_f
     1e-7 whose float64 value is -1e-7 would flip the mask of one element and
     change dx by O(1): a zero upstream gradient there makes every correct
     implementation agree. Without ReLU the gradient is random everywhere.
+    Drawn on the CPU (the same values on every device), returned on x's device.
     """
     dy = torch.randn(x.shape, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
     if relu:
         z = reference_forward(x, num_groups, weight, bias, eps, relu=False)
         dy[z.abs() < 1e-3] = 0
-    return dy.to(dtype).contiguous(memory_format=memory_format)
+    return dy.to(device=x.device, dtype=dtype).contiguous(memory_format=memory_format)

@@ -1,6 +1,8 @@
 """The GroupNorm module: drop-in use for nn.GroupNorm (state_dict, conversion of
-a whole model) and tracing (torch.compile with fullgraph, torch.export)."""
+a whole model) and tracing (torch.compile with fullgraph, torch.export), on the
+CPU and, where a GPU is visible, on CUDA (the ``device`` fixture)."""
 
+import contextlib
 import copy
 
 import pytest
@@ -13,6 +15,14 @@ from gn_detection.layers import GroupNorm, convert_group_norm
 from gn_reference import ELEMENTWISE_TOL, REDUCTION_TOL, assert_close, reference_forward
 
 FLOAT32 = ELEMENTWISE_TOL[torch.float32]
+
+
+def _exact_float32(device):
+    """On CUDA, convolutions in full float32 (cuDNN would use TF32), so that
+    models around the op compare at float32 accuracy; nothing on the CPU."""
+    if device == "cuda":
+        return torch.backends.cudnn.flags(enabled=True, allow_tf32=False)
+    return contextlib.nullcontext()
 
 
 @pytest.fixture(autouse=True)
@@ -29,10 +39,11 @@ def _randomize_affine(module: nn.GroupNorm) -> None:
 
 
 @pytest.mark.parametrize("activation", [None, "relu"])
-def test_module_matches_reference(activation):
+def test_module_matches_reference(activation, device):
     module = GroupNorm(8, 32, eps=1e-4, activation=activation)
     _randomize_affine(module)
-    x = torch.randn(2, 32, 6, 7)
+    module.to(device)
+    x = torch.randn(2, 32, 6, 7).to(device)
     expected = reference_forward(x, 8, module.weight, module.bias, 1e-4, relu=activation == "relu")
     assert_close(module(x), expected, FLOAT32, "y")
 
@@ -86,10 +97,15 @@ def _gn_resnet18():
     return model
 
 
-def test_convert_group_norm_on_torchvision_resnet():
+def test_convert_group_norm_on_torchvision_resnet(device):
     """Every nn.GroupNorm of a GN ResNet-18 becomes ours, with the very same
     parameter tensors; outputs and gradients stay those of the original."""
-    model = _gn_resnet18().eval()
+    with _exact_float32(device):
+        _check_convert_group_norm_on_torchvision_resnet(device)
+
+
+def _check_convert_group_norm_on_torchvision_resnet(device):
+    model = _gn_resnet18().eval().to(device)
     original = copy.deepcopy(model)
     before = {name: m for name, m in model.named_modules() if isinstance(m, nn.GroupNorm)}
     params_before = {name: (m.weight, m.bias) for name, m in before.items()}
@@ -108,7 +124,7 @@ def test_convert_group_norm_on_torchvision_resnet():
         assert (module.num_groups, module.num_channels, module.eps) == (32, before[name].num_channels, 1e-5)
     assert list(model.state_dict()) == keys_before
 
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, 64, 64).to(device)
     with torch.no_grad():
         expected = original(x)
         got = model(x)
@@ -117,7 +133,7 @@ def test_convert_group_norm_on_torchvision_resnet():
     # Training mode, backward: the same parameter gradients as the original.
     model.train()
     original.train()
-    dy = torch.randn(2, 10)
+    dy = torch.randn(2, 10).to(device)
     model(x).backward(dy)
     original(x).backward(dy)
     for (name, p), (_, q) in zip(model.named_parameters(), original.named_parameters()):
@@ -126,13 +142,13 @@ def test_convert_group_norm_on_torchvision_resnet():
         assert error <= 1e-4 * scale, f"{name}: gradient differs by {error:.3e} (scale {scale:.3e})"
 
 
-def test_convert_group_norm_in_channels_last():
+def test_convert_group_norm_in_channels_last(device):
     """The converted model accepts channels_last inputs and gives the original's outputs."""
-    model = _gn_resnet18().eval()
+    model = _gn_resnet18().eval().to(device)
     original = copy.deepcopy(model)
     convert_group_norm(model).to(memory_format=torch.channels_last)
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
+    x = torch.randn(2, 3, 64, 64).to(device)
+    with torch.no_grad(), _exact_float32(device):
         torch.testing.assert_close(model(x.to(memory_format=torch.channels_last)), original(x),
                                    rtol=1e-5, atol=1e-5)
 
@@ -176,7 +192,7 @@ def _graph_ops(graph_module):
     return {str(node.target) for node in graph_module.graph.nodes if node.op == "call_function"}
 
 
-def test_compile_captures_the_op_in_one_graph():
+def test_compile_captures_the_op_in_one_graph(device):
     """Dynamo traces the op as one node of a single graph (no graph break):
     a backend that records the graphs it receives sees exactly one, holding the op."""
     graphs = []
@@ -185,9 +201,9 @@ def test_compile_captures_the_op_in_one_graph():
         graphs.append(graph_module)
         return graph_module.forward
 
-    net = _SmallNet()
+    net = _SmallNet().to(device)
     compiled = torch.compile(net, backend=recording_backend, fullgraph=True)
-    x = torch.randn(2, 3, 12, 12)
+    x = torch.randn(2, 3, 12, 12).to(device)
     torch.testing.assert_close(compiled(x), net(x), rtol=0, atol=0)
     assert len(graphs) == 1
     recorded = "\n".join(str(node.target) for node in graphs[0].graph.nodes)
@@ -196,17 +212,22 @@ def test_compile_captures_the_op_in_one_graph():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["contiguous", "cl"])
-def test_torch_compile_fullgraph_matches_eager(memory_format):
+def test_torch_compile_fullgraph_matches_eager(memory_format, device):
     """torch.compile(fullgraph=True) with the default (inductor) backend runs the
     op inside a compiled graph, forward and backward, and agrees with eager."""
+    with _exact_float32(device):
+        _check_torch_compile_fullgraph_matches_eager(memory_format, device)
+
+
+def _check_torch_compile_fullgraph_matches_eager(memory_format, device):
     torch._dynamo.reset()
-    net = _SmallNet().to(memory_format=memory_format)
+    net = _SmallNet().to(device=device, memory_format=memory_format)
     compiled_net = copy.deepcopy(net)
     compiled = torch.compile(compiled_net, fullgraph=True)
-    x = torch.randn(2, 3, 16, 16).contiguous(memory_format=memory_format)
+    x = torch.randn(2, 3, 16, 16).to(device).contiguous(memory_format=memory_format)
     x_eager = x.clone().requires_grad_()
     x_compiled = x.clone().requires_grad_()
-    dy = torch.randn(2, 16, 16, 16)
+    dy = torch.randn(2, 16, 16, 16).to(device)
 
     eager_out = net(x_eager)
     compiled_out = compiled(x_compiled)
@@ -219,23 +240,23 @@ def test_torch_compile_fullgraph_matches_eager(memory_format):
         assert (p.grad - q.grad).abs().max().item() <= 1e-4 * scale, name
 
     # A second batch size runs too (recompiling or dynamic, without a graph break).
-    x2 = torch.randn(3, 3, 16, 16).contiguous(memory_format=memory_format)
+    x2 = torch.randn(3, 3, 16, 16).to(device).contiguous(memory_format=memory_format)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x2), net(x2), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow
-def test_torch_export():
+def test_torch_export(device):
     """torch.export traces the op (through its fake kernel) into the exported
     program, which then runs and matches eager, including a dynamic batch."""
-    net = _SmallNet().eval()
-    x = torch.randn(2, 3, 12, 12)
+    net = _SmallNet().eval().to(device)
+    x = torch.randn(2, 3, 12, 12).to(device)
     batch = torch.export.Dim("batch", min=1, max=64)
     exported = torch.export.export(net, (x,), dynamic_shapes=({0: batch},))
     assert any("gn_detection.group_norm_forward" in op for op in _graph_ops(exported.graph_module))
     with torch.no_grad():
         torch.testing.assert_close(exported.module()(x), net(x), rtol=0, atol=0)
-        x5 = torch.randn(5, 3, 12, 12)
+        x5 = torch.randn(5, 3, 12, 12).to(device)
         torch.testing.assert_close(exported.module()(x5), net(x5), rtol=0, atol=0)
 
 
@@ -254,27 +275,28 @@ def _real_and_fake(x, weight, bias, relu=True):
     return zip(names, list(real) + list(real_grads), list(fake) + list(fake_grads))
 
 
-@pytest.mark.parametrize(
-    "x",
-    [
-        torch.randn(2, 16, 5, 6),
-        torch.randn(2, 16, 5, 6).to(memory_format=torch.channels_last),
-        torch.randn(2, 16, 3, 4, 5).to(memory_format=torch.channels_last_3d),
-        torch.randn(3, 16),
-        torch.randn(2, 9, 16).transpose(1, 2),
-        torch.randn(2, 16, 10, 6)[:, :, ::2],
-        torch.randn(1, 16, 1, 1),
-        torch.randn(1, 16, 5, 6).to(memory_format=torch.channels_last),
-        torch.randn(2, 16, 5, 6, dtype=torch.bfloat16).to(memory_format=torch.channels_last),
-        torch.randn(2, 16, 5, 6, dtype=torch.float64),
-    ],
-    ids=["nchw", "nhwc", "ndhwc", "nc", "nlc", "sliced", "n1hw1", "n1_nhwc", "bf16_nhwc", "f64"],
-)
-def test_fake_kernel_agrees_with_real_kernel_on_shapes_and_strides(x):
+_STRIDE_CASES = {
+    "nchw": lambda: torch.randn(2, 16, 5, 6),
+    "nhwc": lambda: torch.randn(2, 16, 5, 6).to(memory_format=torch.channels_last),
+    "ndhwc": lambda: torch.randn(2, 16, 3, 4, 5).to(memory_format=torch.channels_last_3d),
+    "nc": lambda: torch.randn(3, 16),
+    "nlc": lambda: torch.randn(2, 9, 16).transpose(1, 2),
+    "sliced": lambda: torch.randn(2, 16, 10, 6)[:, :, ::2],
+    "n1hw1": lambda: torch.randn(1, 16, 1, 1),
+    "n1_nhwc": lambda: torch.randn(1, 16, 5, 6).to(memory_format=torch.channels_last),
+    "bf16_nhwc": lambda: torch.randn(2, 16, 5, 6, dtype=torch.bfloat16).to(memory_format=torch.channels_last),
+    "f64": lambda: torch.randn(2, 16, 5, 6, dtype=torch.float64),
+}
+
+
+@pytest.mark.parametrize("case", list(_STRIDE_CASES))
+def test_fake_kernel_agrees_with_real_kernel_on_shapes_and_strides(case, device):
     """The fake kernels promise the shapes and strides the real ones produce;
     a mismatch would make compiled graphs misread the op's outputs."""
-    weight = torch.randn(16, dtype=x.dtype)
-    bias = torch.randn(16, dtype=x.dtype)
+    x = _STRIDE_CASES[case]()
+    x = x.to(device)  # Tensor.to keeps the strides of a dense tensor (and re-packs the sliced one)
+    weight = torch.randn(16, dtype=x.dtype).to(device)
+    bias = torch.randn(16, dtype=x.dtype).to(device)
     for name, real, fake in _real_and_fake(x, weight, bias):
         assert (real.shape, real.stride(), real.dtype) == (fake.shape, fake.stride(), fake.dtype), (
             f"{name} of input {tuple(x.shape)} strides {x.stride()}: real {tuple(real.shape)} {real.stride()} "
@@ -288,26 +310,27 @@ def test_fake_kernel_agrees_with_real_kernel_on_shapes_and_strides(x):
      (None, None)],
     ids=str,
 )
-def test_fake_kernel_agrees_with_real_kernel_on_dtypes(weight_dtype, bias_dtype):
+def test_fake_kernel_agrees_with_real_kernel_on_dtypes(weight_dtype, bias_dtype, device):
     """bfloat16 input with float32, bfloat16 or absent parameters: every output
     of the real and fake kernels has the same dtype (the gradient slot of an
     absent parameter included, since the raw op returns it)."""
-    x = torch.randn(2, 16, 5, 6, dtype=torch.bfloat16)
-    weight = None if weight_dtype is None else torch.randn(16, dtype=weight_dtype)
-    bias = None if bias_dtype is None else torch.randn(16, dtype=bias_dtype)
+    x = torch.randn(2, 16, 5, 6, dtype=torch.bfloat16).to(device)
+    weight = None if weight_dtype is None else torch.randn(16, dtype=weight_dtype).to(device)
+    bias = None if bias_dtype is None else torch.randn(16, dtype=bias_dtype).to(device)
     for name, real, fake in _real_and_fake(x, weight, bias, relu=False):
         assert real.dtype == fake.dtype, f"{name}: real {real.dtype}, fake {fake.dtype}"
 
 
-def test_float32_grads_of_module_match_reference():
+def test_float32_grads_of_module_match_reference(device):
     """Module parameters receive the reference gradients (through autograd and the module)."""
     module = GroupNorm(4, 16, activation="relu")
     _randomize_affine(module)
+    module.to(device)
     x = torch.randn(2, 16, 5, 5)
     dy = torch.randn(2, 16, 5, 5)
-    module(x).backward(dy)
-    w64 = module.weight.detach().double().requires_grad_()
-    b64 = module.bias.detach().double().requires_grad_()
+    module(x.to(device)).backward(dy.to(device))
+    w64 = module.weight.detach().cpu().double().requires_grad_()
+    b64 = module.bias.detach().cpu().double().requires_grad_()
     F.relu(F.group_norm(x.double(), 4, w64, b64)).backward(dy.double())
     assert_close(module.weight.grad, w64.grad, REDUCTION_TOL[torch.float32], "dweight")
     assert_close(module.bias.grad, b64.grad, REDUCTION_TOL[torch.float32], "dbias")
