@@ -13,7 +13,7 @@ export CUDA_HOME ?= /usr/local/cuda
 endif
 export MAX_JOBS ?= 2
 
-.PHONY: setup build test demo bench clean
+.PHONY: setup build test demo bench clean gpu-check
 
 setup: $(SITE)
 
@@ -44,6 +44,13 @@ demo: build
 bench: build
 	$(PYTHON) tools/benchmark_gn.py --json output/bench/gn.json
 	$(PYTHON) tools/benchmark_model.py --json output/bench/model.json
+
+# On a GPU machine whose Python already has torch with CUDA (no venv, no network):
+# builds the extension in place for that GPU, runs the op tests on CUDA and the
+# benchmarks on CUDA, logs and JSON into $GN_CHECK_OUT (tools/gpu_check.sh).
+# Runs python3, or the PYTHON given on the command line; never the venv.
+gpu-check:
+	PYTHON="$(if $(filter command line,$(origin PYTHON)),$(PYTHON),python3)" tools/gpu_check.sh
 
 clean:
 	rm -rf build gn_detection/_C*.so $(BUILT)
