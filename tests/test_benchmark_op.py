@@ -132,7 +132,7 @@ def test_l2_flush_buffer_outgrows_the_cache():
     assert timing.l2_flush_bytes(0) == 256 << 20  # size not reported
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is there")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a CUDA device, and one is visible")
 @pytest.mark.parametrize("script", ["benchmark_gn.py", "benchmark_model.py"])
 def test_commands_refuse_a_missing_cuda_device(script):
     done = subprocess.run([sys.executable, str(REPO / "tools" / script), "--device", "cuda"],

@@ -1,29 +1,26 @@
-"""gn_detection.evaluation (behind tools/evaluate_json.py) reproduces pycocotools' published COCOeval numbers on
-real COCO annotations (../shared/data/coco_eval_fixture) with both backends."""
+"""gn_detection.evaluation (behind tools/evaluate_json.py) reproduces pycocotools'
+published COCOeval numbers on real COCO annotations (../shared/data/coco_eval_fixture)
+with both backends."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from fixture_data import COCO_EVAL_FIXTURE as FIXTURE
+from fixture_data import require
+
+from gn_detection.evaluation import BACKENDS, STAT_NAMES, evaluate_results_file
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURE = REPO.parent / "shared" / "data" / "coco_eval_fixture"
 RESULTS = {
     "bbox": FIXTURE / "instances_val2014_fakebbox100_results.json",
     "segm": FIXTURE / "instances_val2014_fakesegm100_results.json",
 }
 GT = FIXTURE / "instances_val2014_100.json"
 
-from gn_detection.evaluation import BACKENDS, STAT_NAMES, evaluate_results_file
-
-# The fixture lives beside the repository (../shared/data), not in it: a plain
-# clone without it skips these tests; CI, which always has it, fails instead.
-if not GT.exists() and os.environ.get("CI"):
-    raise FileNotFoundError(f"COCO evaluation fixture not found at {FIXTURE} (required when CI is set)")
-pytestmark = pytest.mark.skipif(not GT.exists(), reason=f"COCO evaluation fixture not found at {FIXTURE}")
+pytestmark = require(GT, "COCO evaluation fixture")
 
 
 @pytest.fixture(scope="module")

@@ -67,13 +67,11 @@ def check_coco_dataset(json_file: str, image_root: str, decode_images: bool = Tr
     Raises ``DatasetError`` naming the file and the record for: a missing or
     unparsable annotation file, a listed image that is missing or unreadable (or
     whose size differs from its record), an annotation whose image or category
-    id is not declared, and records that lack required keys.
+    id is not declared, a repeated image or category id, and records that lack
+    required keys.
     """
     data = _read_annotation_file(json_file)
-    category_ids = set()
-    for index, category in enumerate(data["categories"]):
-        _check_record(json_file, "category", index, category, ("id", "name"))
-        category_ids.add(category["id"])
+    category_ids = {category["id"] for category in _checked_categories(json_file, data)}
     image_ids = set()
     for index, image in enumerate(data["images"]):
         _check_record(json_file, "image", index, image, ("id", "file_name"))
@@ -141,6 +139,12 @@ def coco_categories(json_file: str) -> List[Dict]:
     data = _read_annotation_file(json_file)
     if not data["categories"]:
         raise DatasetError(f"annotation file {json_file} declares no categories")
+    return _checked_categories(json_file, data)
+
+
+def _checked_categories(json_file: str, data: Dict) -> List[Dict]:
+    """The category records of ``data`` sorted by id; a record without id or name,
+    or a repeated id, is a ``DatasetError``."""
     seen = set()
     for index, category in enumerate(data["categories"]):
         _check_record(json_file, "category", index, category, ("id", "name"))
